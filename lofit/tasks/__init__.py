@@ -1,0 +1,1 @@
+"""Task registry (filled by the task modules)."""

@@ -1,0 +1,64 @@
+"""The interface every task implements: raw files → examples → metrics.
+
+A task turns its validated raw files into plain-text training examples (the training code
+tokenizes them) and evaluates a model on a split, writing per-example JSONL and a summary JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal, Union
+
+if TYPE_CHECKING:
+    from lofit.backbone import Backbone
+
+Split = Literal["train", "val", "test"]
+LossKind = Literal["sft", "dpo"]
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """Completion-only supervision: the loss covers `completion` (and EOS), never `prompt`."""
+
+    prompt: str
+    completion: str
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """One DPO pair: `prompt` + `chosen` is preferred over `prompt` + `rejected`."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+Example = Union[SFTExample, PreferenceExample]
+
+
+class Task:
+    """Base class of a task; subclasses set the class attributes and implement the methods."""
+
+    name: ClassVar[str]
+    loss: ClassVar[LossKind | None]  # None: evaluation-only task (OOD sets)
+    primary_metric: ClassVar[str]
+
+    def examples(self, split: Split) -> list[Example]:
+        """Training-format examples of a split (train and val for trainable tasks)."""
+        raise NotImplementedError
+
+    def evaluate(
+        self,
+        backbone: Backbone,
+        split: Split = "test",
+        out_dir: str | Path | None = None,
+        limit: int | None = None,
+        batch_size: int = 16,
+    ) -> dict[str, float]:
+        """Score the backbone (with whatever intervention is attached) on a split.
+
+        Writes `out_dir/predictions.jsonl` (one line per example) and `out_dir/summary.json`
+        when `out_dir` is given, and returns the summary metrics.
+        """
+        raise NotImplementedError
