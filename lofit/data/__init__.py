@@ -1,0 +1,1 @@
+"""Turning task examples into padded token batches."""
