@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,15 +67,16 @@ class TruthfulQA(Task):
             raise ValueError(f"truthfulqa fold must be one of {FOLDS}, got {fold}")
         self.root = Path(data_dir) / "truthfulqa"
         self.fold = fold
+        self._rows: dict[str, list[dict[str, str]]] = {}
 
     def split_path(self, split: Split) -> Path:
         return self.root / "lofit_splits" / f"fold_{self.fold}_{split}_seed_42.csv"
 
-    @cache
     def rows(self, split: Split) -> list[dict[str, str]]:
-        return read_csv_records(self.split_path(split), COLUMNS)
+        if split not in self._rows:
+            self._rows[split] = read_csv_records(self.split_path(split), COLUMNS)
+        return self._rows[split]
 
-    @cache
     def prompt_text(self, name: str) -> str:
         """instruction.txt / qa_primer.txt, exact bytes (no trailing newline)."""
         path = self.root / name
