@@ -1,0 +1,107 @@
+"""Answer parsing and matching on crafted generations; greedy generation with left padding."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lofit.evaluation.exact_match import (
+    ExactMatch,
+    is_match,
+    lower_strip,
+    normalize_open_qa,
+    parse_clutrr,
+    parse_first_line,
+    parse_mquake,
+)
+from lofit.evaluation.generate import greedy_generate
+
+MQUAKE_PROMPT = "Q: Imagine that John Krasinski is a citizen of Sweden. Which country is the spouse of Emily Blunt a citizen of? A:"
+CLUTRR_PROMPT = "... how is Roy related to Cleo? Answer: Roy is Cleo 's\n"
+answers = st.text(alphabet=string.ascii_letters + " -", min_size=1, max_size=20).filter(lambda s: s.strip())
+spaces = st.text(alphabet=" \t", max_size=3)
+
+
+@pytest.mark.parametrize(
+    "continuation, expected",
+    [
+        ("Sweden", "sweden"),
+        (" Sweden", "sweden"),  # leading space: stripped (the reference would mark it wrong)
+        (" Sweden\nQ: Imagine that", "sweden"),
+        (" Sweden.\n", "sweden."),
+        (" I think so. A: Kingdom of Sweden\nQ:", "kingdom of sweden"),  # text after the LAST "A:"
+        ("\nSweden", ""),
+    ],
+)
+def test_parse_mquake(continuation, expected):
+    assert parse_mquake(MQUAKE_PROMPT, continuation) == expected
+
+
+@given(answer=answers, before=spaces, after=spaces, tail=st.sampled_from(["", "\n", "\nQ: next question A: x"]))
+def test_mquake_answer_matches_alias_whatever_the_surrounding_whitespace(answer, before, after, tail):
+    prediction = parse_mquake(MQUAKE_PROMPT, before + answer + after + tail)
+    assert is_match(prediction, ["Placeholder", answer.upper()], lower_strip)
+
+
+@pytest.mark.parametrize(
+    "continuation, expected",
+    [("grandfather", "grandfather"), (" Grandfather.", "grandfather"), ("grandfather. Roy is old.", "grandfather"), ("step-mother", "step-mother")],
+)
+def test_parse_clutrr(continuation, expected):
+    assert parse_clutrr(CLUTRR_PROMPT, continuation) == expected
+
+
+@given(relation=st.sampled_from(["grandfather", "aunt", "son-in-law", "niece"]), before=spaces, rest=st.text(max_size=15))
+def test_clutrr_reads_up_to_the_first_period(relation, before, rest):
+    assert parse_clutrr(CLUTRR_PROMPT, f"{before}{relation.title()}.{rest}") == relation
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The Beatles", "beatles"),
+        ("  an   Apple, a day. ", "apple day"),
+        ("U.S.A.", "usa"),
+        ("Theatre", "theatre"),  # "the" only as a whole word
+    ],
+)
+def test_normalize_open_qa(text, expected):
+    assert normalize_open_qa(text) == expected
+
+
+@given(
+    alias=answers,
+    article=st.sampled_from(["", "the ", "a ", "An "]),
+    punctuation=st.sampled_from(["", ".", "!", "'"]),
+    before=spaces,
+)
+def test_open_qa_alias_match_ignores_case_articles_punctuation(alias, article, punctuation, before):
+    generation = f"{before}{article}{alias.upper()}{punctuation}\nQuestion: next"
+    assert is_match(parse_first_line("Question: q\nAnswer:", generation), ["zzz-other", alias], normalize_open_qa)
+
+
+def test_wrong_answer_does_not_match():
+    assert not is_match("Norway", ["Sweden", "Kingdom of Sweden"], lower_strip)
+    assert not is_match("Swedenborg", ["Sweden"], normalize_open_qa)
+
+
+def test_exact_match_metric():
+    metric = ExactMatch(normalize_open_qa)
+    metric.update(["the Beatles", "Rolling Stones"], [["Beatles"], ["The Who"]])
+    metric.update(["Yuri Gagarin."], [["Gagarin", "Yuri Gagarin"]])
+    assert float(metric.compute()) == pytest.approx(2 / 3)
+
+
+def test_left_padded_batch_generation_matches_one_by_one(tiny_backbone):
+    prompts = ["Q: What is the capital of France? A:", "Hi", "Question: who wrote Hamlet, the long play?\nAnswer:"]
+    batched = greedy_generate(tiny_backbone, prompts, max_new_tokens=5, batch_size=3)
+    single = [greedy_generate(tiny_backbone, [p], max_new_tokens=5, batch_size=1)[0] for p in prompts]
+    assert batched == single
+    ids = tiny_backbone.encode(prompts[1])
+    with torch.no_grad():
+        first = int(tiny_backbone.model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+    assert batched[1].startswith(tiny_backbone.tokenizer.decode([first]))
