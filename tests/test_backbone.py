@@ -44,12 +44,27 @@ def test_embedded_conversion_is_deterministic_and_reloads(embedded_model_dir, tm
     assert backbone.tokenizer.decode(generated).strip().startswith("Paris")
 
 
-def test_prepare_model_rejects_non_embedded(tmp_path):
+def test_prepare_model_copies_a_local_folder(tiny_backbone, tmp_path):
+    tiny_backbone.model.save_pretrained(tmp_path / "src")
+    tiny_backbone.tokenizer.save_pretrained(tmp_path / "src")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "pipelines" / "prepare_model.py"), "--model", "some/hub-id", "--out", str(tmp_path / "x")],
+        [sys.executable, str(ROOT / "pipelines" / "prepare_model.py"), "--model", str(tmp_path / "src"), "--out", str(tmp_path / "out")],
         capture_output=True, text=True,
     )
-    assert result.returncode == 2 and "not an embedded model" in result.stderr
+    assert result.returncode == 0, result.stderr
+    copy = load_backbone(BackboneConfig(model=str(tmp_path / "out")))
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        assert torch.equal(copy.model(input_ids=ids).logits, tiny_backbone.model(input_ids=ids).logits)
+
+
+def test_prepare_model_missing_model_is_one_line_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "prepare_model.py"), "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")],
+        capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 2 and result.stderr.startswith("prepare_model: cannot load model")
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
 
