@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lofit.evaluation.multiple_choice import (
+    shared_prefix_of,
     MC1,
     MC2,
     MC3,
@@ -110,3 +111,24 @@ def test_single_token_choices_score_from_the_context_alone(tiny_backbone):
         logprobs = tiny_backbone.model(input_ids=torch.tensor([ids])).logits[0, -1].double().log_softmax(-1)
     letters = [tiny_backbone.encode(f" {c}", add_bos=False)[0] for c in "ABCD"]
     assert scores == pytest.approx([float(logprobs[t]) for t in letters], abs=1e-6)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_prefix_shared_across_questions_gives_naive_scores(tiny_backbone_factory, family):
+    """Scoring from the cache of the instruction+primer prefix shared by all questions is exact."""
+    backbone = tiny_backbone_factory(family, seed=5)
+    head = "Interpret each question literally.\n\nQ: What is 2+2?\nA: 4.\n\nQ: "
+    contexts = [head + "What is the smallest country in the world?", head + "Can pigs fly?", head + "Who wrote Hamlet?"]
+    shared = shared_prefix_of(backbone, contexts)
+    assert len(shared.ids) >= len(backbone.encode(head)) - 2
+    for context in contexts:
+        plan = plan_scoring(backbone, context, CANDIDATES, skip_prefix="\nA:")
+        assert shared.covers(plan.context_ids)
+        from_shared = score_cached(backbone, plan, batch_size=4, shared=shared)
+        assert max(abs(a - b) for a, b in zip(from_shared, score_naive(backbone, plan))) <= 1e-5
+
+
+def test_shared_prefix_never_swallows_a_whole_context(tiny_backbone):
+    shared = shared_prefix_of(tiny_backbone, ["Q: same", "Q: same"])
+    assert len(shared.ids) == len(tiny_backbone.encode("Q: same")) - 1
+    assert shared.covers(tiny_backbone.encode("Q: same"))

@@ -98,13 +98,50 @@ def score_naive(backbone: Backbone, plan: ScoringPlan) -> list[float]:
     return scores
 
 
+class SharedPrefix:
+    """The KV cache of a token prefix that many contexts start with, encoded once.
+
+    TruthfulQA's instruction + 6-shot primer (~280 tokens) opens every question's context, so the
+    per-question forward only covers the question itself. The prefix is found on token ids (the
+    longest common prefix of all contexts), so the tokens fed are exactly those of the full context.
+    """
+
+    def __init__(self, backbone: Backbone, contexts_ids: Sequence[Sequence[int]]) -> None:
+        shortest = min(len(ids) for ids in contexts_ids)
+        length = 0
+        first = contexts_ids[0]
+        while length < shortest - 1 and all(ids[length] == first[length] for ids in contexts_ids):
+            length += 1
+        self.ids = list(first[:length])
+        self.cache = None
+        if self.ids:
+            with torch.no_grad():
+                inputs = torch.tensor([self.ids], device=_device(backbone))
+                self.cache = backbone.model(input_ids=inputs, use_cache=True).past_key_values
+
+    def covers(self, context_ids: Sequence[int]) -> bool:
+        return bool(self.ids) and len(context_ids) > len(self.ids) and list(context_ids[: len(self.ids)]) == self.ids
+
+
 @torch.no_grad()
-def score_cached(backbone: Backbone, plan: ScoringPlan, batch_size: int = 32) -> list[float]:
+def _encode_context(backbone: Backbone, context_ids: list[int], shared: SharedPrefix | None):
+    """Run the context (from the shared prefix's cache when it applies): last logits + KV cache."""
+    device = _device(backbone)
+    if shared is not None and shared.covers(context_ids):
+        rest = torch.tensor([context_ids[len(shared.ids) :]], device=device)
+        out = backbone.model(input_ids=rest, past_key_values=copy.deepcopy(shared.cache), use_cache=True)
+    else:
+        out = backbone.model(input_ids=torch.tensor([context_ids], device=device), use_cache=True)
+    return out.logits[0, -1], out.past_key_values
+
+
+@torch.no_grad()
+def score_cached(
+    backbone: Backbone, plan: ScoringPlan, batch_size: int = 32, shared: SharedPrefix | None = None
+) -> list[float]:
     """Encode the context once, then score candidates in batches on copies of its KV cache."""
     model, device = backbone.model, _device(backbone)
-    context = torch.tensor([plan.context_ids], device=device)
-    context_out = model(input_ids=context, use_cache=True)
-    first_token_logits = context_out.logits[0, -1]
+    first_token_logits, context_cache = _encode_context(backbone, plan.context_ids, shared)
     pad_id = backbone.tokenizer.pad_token_id
     scores: list[float] = []
     for start in range(0, len(plan.continuation_ids), batch_size):
@@ -118,7 +155,7 @@ def score_cached(backbone: Backbone, plan: ScoringPlan, batch_size: int = 32) ->
             for row, ids in enumerate(chunk):
                 inputs[row, : len(ids) - 1] = torch.tensor(ids[:-1], device=device)
                 mask[row, len(plan.context_ids) : len(plan.context_ids) + len(ids) - 1] = 1
-            cache = copy.deepcopy(context_out.past_key_values)
+            cache = copy.deepcopy(context_cache)
             cache.batch_repeat_interleave(len(chunk))
             chunk_logits = model(input_ids=inputs, attention_mask=mask, past_key_values=cache, use_cache=True).logits
         for row, (ids, skip) in enumerate(zip(chunk, skips)):
@@ -131,10 +168,20 @@ def score_cached(backbone: Backbone, plan: ScoringPlan, batch_size: int = 32) ->
 
 
 def score_continuations(
-    backbone: Backbone, context: str, continuations: Sequence[str], skip_prefix: str = "", batch_size: int = 32
+    backbone: Backbone,
+    context: str,
+    continuations: Sequence[str],
+    skip_prefix: str = "",
+    batch_size: int = 32,
+    shared: SharedPrefix | None = None,
 ) -> list[float]:
     """Summed log-probs of each continuation after `context` (cached-prefix scorer)."""
-    return score_cached(backbone, plan_scoring(backbone, context, continuations, skip_prefix), batch_size)
+    return score_cached(backbone, plan_scoring(backbone, context, continuations, skip_prefix), batch_size, shared)
+
+
+def shared_prefix_of(backbone: Backbone, contexts: Sequence[str]) -> SharedPrefix:
+    """Encode once the token prefix that all `contexts` share (instructions, few-shot primers)."""
+    return SharedPrefix(backbone, [backbone.encode(context) for context in contexts])
 
 
 @dataclass(frozen=True)
@@ -234,10 +281,11 @@ def evaluate_truthfulqa_mc(
     """MC1/MC2/MC3 with each answer scored as "\\nA: " + answer, not counting the "\\nA:" tokens."""
     metrics = {"mc1": MC1(), "mc2": MC2(), "mc3": MC3()}
     rows = []
+    shared = shared_prefix_of(backbone, [question.context for question in questions])
     for question in questions:
         answers = question.true + question.false
         raw = score_continuations(
-            backbone, question.context, [ANSWER_PREFIX + a for a in answers], ANSWER_PREFIX.rstrip(" "), batch_size
+            backbone, question.context, [ANSWER_PREFIX + a for a in answers], ANSWER_PREFIX.rstrip(" "), batch_size, shared
         )
         true_count = len(question.true)
         scores = MCScores(best=raw[0], true=tuple(raw[:true_count]), false=tuple(raw[true_count:]))
@@ -276,8 +324,9 @@ def evaluate_choice_accuracy(
     """Accuracy of picking the highest log-likelihood choice; per-question rows and summary."""
     metric = ChoiceAccuracy()
     rows = []
+    shared = shared_prefix_of(backbone, [question.prompt for question in questions])
     for question in questions:
-        scores = score_continuations(backbone, question.prompt, question.choices, batch_size=batch_size)
+        scores = score_continuations(backbone, question.prompt, question.choices, batch_size=batch_size, shared=shared)
         metric.update([scores], [question.gold])
         predicted = argmax(scores)
         rows.append(
