@@ -258,8 +258,8 @@ def _download(raw: RawFile, target: Path) -> None:
 
 
 def resolve_mirror(mirror: str | Path | None) -> Path | None:
-    """The mirror argument, else $LOFIT_DATA_MIRROR, else None (download)."""
-    chosen = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
+    """The mirror argument (unless empty), else $LOFIT_DATA_MIRROR, else None (download)."""
+    chosen = str(mirror or "") or os.environ.get(MIRROR_ENV) or None
     return Path(chosen) if chosen is not None else None
 
 

@@ -1,0 +1,140 @@
+"""DVC stage `report`: the results table (task × method, with trainable parameters) and curves.
+
+Reads every run's evaluation summaries, step-2 metrics and training logs; writes
+reports/results.md, reports/metrics.json (a DVC metric) and reports/curves/*.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from stage_params import RUNS_DIR, load_params  # noqa: E402
+
+from lofit.io import atomic_open, atomic_path, read_json, write_json  # noqa: E402
+from lofit.tasks import TASKS  # noqa: E402
+
+REPORTS = Path("reports")
+METHODS = ("base", "lofit")
+
+
+def metric_names(task: str) -> list[str]:
+    primary = TASKS[task].primary_metric
+    return ["mc1", "mc2"] if task == "truthfulqa" else [primary]
+
+
+def run_rows(params: dict) -> list[dict]:
+    """One row per (run, method) with the task metrics and the trainable parameter count."""
+    rows = []
+    for name, run in params["runs"].items():
+        tune_metrics = read_json(RUNS_DIR / name / "tune" / "metrics.json")
+        for method in METHODS:
+            summary = read_json(RUNS_DIR / name / "eval" / method / "summary.json")
+            rows.append(
+                {
+                    "run": name,
+                    "task": run["task"],
+                    "method": method,
+                    "trainable_parameters": tune_metrics["trainable_parameters"] if method == "lofit" else 0,
+                    "heads": run["tune"]["top_k"] if method == "lofit" else 0,
+                    "num_examples": summary.get("num_examples"),
+                    **{m: summary[m] for m in metric_names(run["task"])},
+                }
+            )
+    return rows
+
+
+def task_means(rows: list[dict]) -> list[dict]:
+    """Per task and method, metrics averaged over its runs weighted by examples (TruthfulQA folds)."""
+    merged: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        merged.setdefault((row["task"], row["method"]), []).append(row)
+    result = []
+    for (task, method), group in merged.items():
+        total = sum(r["num_examples"] for r in group)
+        entry = {"task": task, "method": method, "runs": len(group), "num_examples": total,
+                 "trainable_parameters": group[0]["trainable_parameters"], "heads": group[0]["heads"]}
+        for metric in metric_names(task):
+            entry[metric] = sum(r[metric] * r["num_examples"] for r in group) / total
+        result.append(entry)
+    return result
+
+
+def markdown(means: list[dict], rows: list[dict], params: dict) -> str:
+    lines = [
+        "# LoFiT results",
+        "",
+        f"Backbone: `{params['model']['source']}` ({params['model']['dtype']}, quantization "
+        f"{params['model']['quantization']}); profile `{params['profile']}`; seed {params['seed']}.",
+        "Test splits; TruthfulQA is the example-weighted mean of its two folds.",
+        "",
+        "| task | method | heads | trainable params | metric | value | examples |",
+        "|---|---|---:|---:|---|---:|---:|",
+    ]
+    for entry in sorted(means, key=lambda e: (e["task"], e["method"])):
+        for metric in metric_names(entry["task"]):
+            lines.append(
+                f"| {entry['task']} | {entry['method']} | {entry['heads']} | {entry['trainable_parameters']} | "
+                f"{metric} | {100 * entry[metric]:.1f} | {entry['num_examples']} |"
+            )
+    lines += ["", "## Per run", "", "| run | method | metrics |", "|---|---|---|"]
+    for row in rows:
+        values = ", ".join(f"{m} {100 * row[m]:.1f}" for m in metric_names(row["task"]))
+        lines.append(f"| {row['run']} | {row['method']} | {values} |")
+    lines += ["", "Training curves: `reports/curves/`; head heat-maps: `runs/*/select/heads.png`.", ""]
+    return "\n".join(lines)
+
+
+def read_curve(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """Per-step logged series from a Lightning CSV log (empty cells skipped)."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    if not path.is_file():
+        return series
+    with path.open(encoding="utf-8") as handle:
+        for record in csv.DictReader(handle):
+            step = record.get("step")
+            for key, value in record.items():
+                if key in ("step", "epoch") or not value or not step:
+                    continue
+                number = float(value)
+                if math.isfinite(number):
+                    series.setdefault(key, []).append((float(step), number))
+    return series
+
+
+def plot_curves(params: dict) -> None:
+    for name in params["runs"]:
+        for step in ("select", "tune"):
+            series = {k: v for k, v in read_curve(RUNS_DIR / name / step / "logs" / "metrics.csv").items() if "loss" in k}
+            if not series:
+                continue
+            figure, axis = plt.subplots(figsize=(6, 3.5))
+            for key, points in sorted(series.items()):
+                axis.plot(*zip(*points), marker="." if len(points) < 30 else None, label=key)
+            axis.set(title=f"{name} · {step}", xlabel="step", ylabel="loss")
+            axis.legend(fontsize=7)
+            figure.tight_layout()
+            with atomic_path(REPORTS / "curves" / f"{name}-{step}.png") as tmp:
+                figure.savefig(tmp, format="png", dpi=100)
+            plt.close(figure)
+
+
+def main() -> None:
+    params = load_params()
+    rows = run_rows(params)
+    means = task_means(rows)
+    with atomic_open(REPORTS / "results.md") as handle:
+        handle.write(markdown(means, rows, params))
+    write_json(REPORTS / "metrics.json", {
+        f"{e['task']}.{e['method']}.{m}": round(e[m], 4) for e in means for m in metric_names(e["task"])
+    })
+    plot_curves(params)
+
+
+if __name__ == "__main__":
+    main()
