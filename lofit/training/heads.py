@@ -31,7 +31,9 @@ class HeadRanking:
     task: str | None = None
 
     @classmethod
-    def from_scale(cls, scale: torch.Tensor, model: str, geometry: HeadGeometry, task: str | None = None) -> HeadRanking:
+    def from_scale(
+        cls, scale: torch.Tensor, model: str, geometry: HeadGeometry, task: str | None = None
+    ) -> HeadRanking:
         """Score each head by the L2 norm of its trained scale vector (layers × heads × head_dim)."""
         norms = scale.detach().float().norm(dim=-1).cpu()
         return cls(model=model, geometry=geometry, scores=norms.tolist(), task=task)
@@ -96,7 +98,8 @@ def read_heads(path: str | Path, model: str, geometry: HeadGeometry) -> HeadRank
             f"{r.head_dim}), but the backbone '{model}' has {g.num_layers} × {g.num_heads} × {g.head_dim}"
         )
     if ranking.model != model:
-        warnings.warn(f"{path} was selected on '{ranking.model}'; using it with '{model}' (same geometry)", stacklevel=2)
+        message = f"{path} was selected on '{ranking.model}'; using it with '{model}' (same geometry)"
+        warnings.warn(message, stacklevel=2)
     return ranking
 
 
@@ -112,7 +115,8 @@ def write_heatmap(path: str | Path, ranking: HeadRanking, title: str | None = No
     image = ax.imshow(ranking.scores, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    ax.set_title(title or f"‖A‖₂ per head — {ranking.model}" + (f" — {ranking.task}" if ranking.task else ""))
+    source = ranking.model + (f"\n{ranking.task}" if ranking.task else "")
+    ax.set_title(title or f"‖A‖₂ per head\n{source}", fontsize=9)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     with atomic_path(path) as tmp:

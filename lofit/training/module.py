@@ -20,6 +20,7 @@ from lofit.intervention import HeadIntervention
 from lofit.losses import completion_cross_entropy, dpo_loss, sequence_logps
 from lofit.tasks.base import LossKind
 from lofit.training.config import ConfigError, StepConfig
+from lofit.training.quantized import keep_4bit_differentiable
 
 Batch = dict[str, torch.Tensor]
 Logs = dict[str, torch.Tensor]
@@ -59,7 +60,12 @@ class InterventionModule(L.LightningModule):
         # split -> example index -> (chosen, rejected) summed log-probs of the frozen base model
         self.reference_logps: dict[str, dict[int, tuple[float, float]]] = {"train": {}, "val": {}}
         self.save_hyperparameters(
-            {"loss": loss, "backbone": backbone.name, "trainable_parameters": intervention.num_trainable, **asdict(config)}
+            {
+                "loss": loss,
+                "backbone": backbone.name,
+                "trainable_parameters": intervention.num_trainable,
+                **asdict(config),
+            }
         )
 
     # ------------------------------------------------------------------ placement
@@ -74,6 +80,8 @@ class InterventionModule(L.LightningModule):
                     "load it on the training device (backbone.device)"
                 )
             self.backbone.model.to(device)
+        if is_quantized(self.backbone.model):
+            keep_4bit_differentiable(self.backbone.model)
         if not self.intervention.attached:
             self.intervention.attach(self.backbone.model, self.backbone.family)
 
@@ -108,7 +116,9 @@ class InterventionModule(L.LightningModule):
         pairs = batch["index"].numel()
         logps = sequence_logps(logits, batch["labels"])
         ref_chosen, ref_rejected = self.reference(batch, split)
-        out = dpo_loss(logps[:pairs], logps[pairs:], ref_chosen, ref_rejected, self.config.beta, self.config.label_smoothing)
+        out = dpo_loss(
+            logps[:pairs], logps[pairs:], ref_chosen, ref_rejected, self.config.beta, self.config.label_smoothing
+        )
         return out.loss, {
             "rewards/chosen": out.chosen_rewards.mean(),
             "rewards/rejected": out.rejected_rewards.mean(),
@@ -164,14 +174,15 @@ class InterventionModule(L.LightningModule):
         meta = checkpoint.get("lofit")
         if meta is None:
             raise ConfigError("the checkpoint was not written by a lofit training run")
-        if meta["geometry"] != asdict(self.intervention.geometry) or [tuple(h) for h in meta["heads"]] != self.intervention.heads:
+        same_heads = [tuple(head) for head in meta["heads"]] == self.intervention.heads
+        if meta["geometry"] != asdict(self.intervention.geometry) or not same_heads:
             raise ConfigError("the checkpoint belongs to another model or head set; resume with the run's own config")
         self.reference_logps = {split: dict(cache) for split, cache in meta["reference_logps"].items()}
 
     def load_best(self) -> None:
         """Replace the trained vectors by those of the best checkpoint (keep='best')."""
-        callback = self.trainer.checkpoint_callback
-        path = callback.best_model_path if callback is not None else ""
+        callbacks = self.trainer.checkpoint_callbacks
+        path = next((c.best_model_path for c in callbacks if getattr(c, "monitor", None) == self.config.monitor), "")
         if not path:
             raise ConfigError(f"keep='best' needs a logged '{self.config.monitor}' and a checkpoint callback")
         state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]

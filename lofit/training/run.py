@@ -91,16 +91,22 @@ def check_heads_file(path: str, backbone: BackboneConfig) -> None:
 def build_trainer(
     cfg: TrainerConfig, output_dir: Path, step: StepConfig, callbacks: Sequence[L.Callback] = ()
 ) -> L.Trainer:
-    """A Trainer that checkpoints every epoch (`last.ckpt`, plus the best one when keep='best')."""
-    best = step.keep == "best"
-    checkpoint = ModelCheckpoint(
-        dirpath=output_dir / CHECKPOINT_DIR,
-        filename="best-{epoch}" if best else "epoch-{epoch}",
-        monitor=step.monitor if best else None,
-        mode=step.monitor_mode,
-        save_top_k=1,
-        save_last=True,
-    )
+    """A Trainer that checkpoints every epoch (`last.ckpt`), plus the best one when keep='best'.
+
+    Two callbacks, because a monitored ModelCheckpoint only refreshes `last.ckpt` in epochs that
+    improve, which would make resuming restart from a stale epoch.
+    """
+    checkpoints = [ModelCheckpoint(dirpath=output_dir / CHECKPOINT_DIR, filename="{epoch}", save_last=True)]
+    if step.keep == "best":
+        checkpoints.append(
+            ModelCheckpoint(
+                dirpath=output_dir / CHECKPOINT_DIR,
+                filename="best-{epoch}",
+                monitor=step.monitor,
+                mode=step.monitor_mode,
+                save_top_k=1,
+            )
+        )
     return L.Trainer(
         max_epochs=cfg.max_epochs,
         accelerator=cfg.accelerator,
@@ -116,7 +122,7 @@ def build_trainer(
         limit_val_batches=cfg.limit_val_batches,
         enable_progress_bar=cfg.enable_progress_bar,
         logger=CSVLogger(save_dir=output_dir, name="logs", version=""),
-        callbacks=[checkpoint, MetricsJsonCallback(output_dir / METRICS_FILE), *callbacks],
+        callbacks=[*checkpoints, MetricsJsonCallback(output_dir / METRICS_FILE), *callbacks],
         default_root_dir=output_dir,
     )
 

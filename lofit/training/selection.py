@@ -55,7 +55,8 @@ class HeadSelectionModule(InterventionModule):
 
     def ranking(self) -> HeadRanking:
         """Every head scored by ‖A‖₂ of the current scales."""
-        return HeadRanking.from_scale(self.intervention.scale, self.backbone.name, self.backbone.geometry, self.task_name)
+        backbone = self.backbone
+        return HeadRanking.from_scale(self.intervention.scale, backbone.name, backbone.geometry, self.task_name)
 
     def export(self, out_dir: Path) -> None:
         ranking = self.ranking()

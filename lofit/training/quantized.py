@@ -1,0 +1,31 @@
+"""Keep a bitsandbytes 4-bit backbone differentiable on CPU.
+
+On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a `Linear4bit` weight into an inference
+layout the first time the layer runs on an input that needs no gradient, and from then on
+computes it with `gemv_4bit`, which has no autograd formula: the gradient through that layer
+becomes None without an error. LoFiT runs no-grad passes (sanity validation, DPO reference
+log-probs, evaluation) before and between training steps, so a training run must undo the
+packing and switch it off, or the intervention below a packed layer never learns.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def keep_4bit_differentiable(model: nn.Module) -> int:
+    """Unpack CPU-packed 4-bit weights and disable repacking; returns how many layers it touched."""
+    touched = 0
+    for module in model.modules():
+        if not hasattr(module, "support_avx512bf16_for_cpu"):
+            continue
+        module.support_avx512bf16_for_cpu = False
+        state = getattr(module.weight, "quant_state", None)
+        if state is not None and getattr(state, "packing_format_for_cpu", False):
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+            module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                module.weight.data, state
+            )
+        touched += 1
+    return touched
