@@ -6,6 +6,11 @@ Each subcommand's typed, documented signature is its CLI and YAML schema (jsonar
     lofit select --config configs/mquake-select.yaml --trainer.devices 2 --trainer.strategy ddp
     lofit evaluate --task.name truthfulqa --adapter runs/truthfulqa/fold0/tune/adapter
     lofit select --print_config        # a complete YAML with every default
+    lofit convert --output_dir data/models/base
+    lofit export runs/mquake/tune/adapter --backbone.model data/models/base --output_dir runs/merged
+    lofit generate --task.name truthfulqa --adapter ... --output_file answers.jsonl
+    lofit judge answers.jsonl --judge_config.model gpt-4o --require true
+    lofit serve --backbone.model data/models/base --adapter runs/mquake/tune/adapter --port 8000
 Add a subcommand by adding a typed function to `SUBCOMMANDS`.
 """
 
@@ -18,6 +23,8 @@ from pathlib import Path
 from typing import Literal
 
 from lofit.backbone import BackboneConfig
+from lofit.judge import JudgeConfig
+from lofit.serve import serve
 from lofit.training.config import (
     ConfigError,
     DataConfig,
@@ -120,27 +127,140 @@ def evaluate(
         batch_size: evaluation batch size.
         output_dir: where the predictions and summary go.
     """
-    import contextlib
-
     import torch
 
-    from lofit.backbone import load_backbone
     from lofit.training.run import build_task
 
     task_obj = build_task(task)
-    if adapter is not None and not Path(adapter).is_dir():
-        raise ConfigError(f"adapter {adapter}: folder not found")
-    model = load_backbone(backbone)
-    context = contextlib.nullcontext()
-    if adapter is not None:
-        from lofit.adapter import load_adapter
-
-        context = load_adapter(adapter, model).applied(model.model, model.family)
+    model, context = _with_adapter(backbone, adapter)
     with context, torch.no_grad():
         return task_obj.evaluate(model, split=split, out_dir=output_dir, limit=limit, batch_size=batch_size)
 
 
-SUBCOMMANDS: dict[str, Callable[..., dict]] = {"select": select, "tune": tune, "evaluate": evaluate}
+def _with_adapter(backbone: BackboneConfig, adapter: str | None):
+    """Load the backbone; a context manager that applies the adapter (or does nothing)."""
+    import contextlib
+
+    from lofit.backbone import load_backbone
+
+    if adapter is not None and not Path(adapter).is_dir():
+        raise ConfigError(f"adapter {adapter}: folder not found")
+    model = load_backbone(backbone)
+    if adapter is None:
+        return model, contextlib.nullcontext()
+    from lofit.adapter import load_adapter
+
+    return model, load_adapter(adapter, model).applied(model.model, model.family)
+
+
+def convert(model: str = "embedded:smollm2-135m-instruct", output_dir: str = "data/models/base") -> dict:
+    """Write a backbone as a local safetensors folder (the embedded GGUF is dequantized once).
+
+    Args:
+        model: `embedded:NAME`, a local Hugging Face folder, or a Hub id.
+        output_dir: the folder to create (replaced atomically).
+    """
+    from lofit.convert import materialise
+
+    try:
+        return {"model": model, "output_dir": str(materialise(model, output_dir))}
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+
+
+def export(adapter: str, backbone: BackboneConfig = BackboneConfig(), output_dir: str = "runs/merged") -> dict:
+    """Fold an adapter into the backbone and save a plain Hugging Face folder.
+
+    The folder loads with `transformers` alone (no lofit) and gives the hooked model's logits;
+    serve it with any Hugging Face server, e.g. vLLM.
+
+    Args:
+        adapter: folder written by `lofit tune`.
+        backbone: the unquantized backbone the adapter was trained on.
+        output_dir: the folder to create.
+    """
+    from lofit.adapter import load_adapter
+    from lofit.backbone import load_backbone
+    from lofit.merge import export_merged
+
+    if not Path(adapter).is_dir():
+        raise ConfigError(f"adapter {adapter}: folder not found")
+    model = load_backbone(backbone)
+    try:
+        intervention = load_adapter(adapter, model)
+        export_merged(model.model, model.tokenizer, intervention, output_dir)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return {"adapter": adapter, "output_dir": output_dir, "heads": len(intervention.heads)}
+
+
+def generate(
+    task: TaskSpec,
+    adapter: str | None = None,
+    backbone: BackboneConfig = BackboneConfig(),
+    split: Literal["train", "val", "test"] = "test",
+    limit: int | None = None,
+    batch_size: int = 16,
+    model_label: str = "model",
+    output_file: str = "runs/generate/answers.jsonl",
+) -> dict:
+    """Greedy open-ended TruthfulQA answers (instruction + primer context), for `lofit judge`.
+
+    Args:
+        task: a truthfulqa task (its fold picks the questions).
+        adapter: folder written by `lofit tune` (None: the base model).
+        backbone: the frozen model.
+        split: which split's questions to answer.
+        limit: answer only the first N questions.
+        batch_size: generation batch size (left padding).
+        model_label: recorded in every row (e.g. base / lofit).
+        output_file: the JSONL of answers to write.
+    """
+    import torch
+
+    from lofit.open_ended import generate_answers
+    from lofit.tasks.truthfulqa import TruthfulQA
+    from lofit.training.run import build_task
+
+    task_obj = build_task(task)
+    if not isinstance(task_obj, TruthfulQA):
+        raise ConfigError(f"open-ended generation is defined for truthfulqa, not '{task.name}'")
+    model, context = _with_adapter(backbone, adapter)
+    with context, torch.no_grad():
+        rows = generate_answers(model, task_obj, split, limit, batch_size, model_label, output_file)
+    return {"answers": len(rows), "output_file": output_file}
+
+
+def judge(answers: str, output_dir: str = "runs/judge", judge_config: JudgeConfig = JudgeConfig(), require: bool = False) -> dict:
+    """Judge generated answers for truthfulness and informativeness (GPT-4 or a compatible endpoint).
+
+    Without `OPENAI_API_KEY` (or the configured key variable) and without a `base_url`, the summary
+    records `judged: false` and why, unless `require` makes that an error.
+
+    Args:
+        answers: JSONL of {id, question, answer, model} rows (from `lofit generate`).
+        output_dir: where `judgments.jsonl` and `judge_summary.json` go.
+        judge_config: judge endpoint, model, style, concurrency, retries and cache.
+        require: fail instead of recording "not judged".
+    """
+    from lofit.judge import JudgeNotConfigured, judge_file
+
+    try:
+        return judge_file(answers, output_dir, judge_config, require=require)
+    except (JudgeNotConfigured, FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+
+
+SUBCOMMANDS: dict[str, Callable[..., dict | None]] = {
+    "select": select,
+    "tune": tune,
+    "evaluate": evaluate,
+    "convert": convert,
+    "export": export,
+    "generate": generate,
+    "judge": judge,
+    "serve": serve,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,9 +23,10 @@ RUNS = ("truthfulqa_fold0", "truthfulqa_fold1", "mquake", "clutrr")
 
 
 def dvc(repo: Path, *args: str) -> str:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
-    dvc_bin = Path(sys.executable).with_name("dvc")
-    result = subprocess.run([str(dvc_bin), *args], cwd=repo, env=env, capture_output=True, text=True)
+    # stage commands call `python`: it must be this environment's, as after `. .venv/bin/activate`
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([str(bin_dir / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result.stdout + result.stderr
 
