@@ -14,8 +14,6 @@ needs it); a family not listed uses `mlp`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +21,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from lofit.backbone import Backbone
 from lofit.families import FamilySpec, UnsupportedArchitectureError, decoder_layers, family_for, text_config
+from lofit.hooks import HookedEdit
 from lofit.io import atomic_path, read_json, write_json
 from lofit.methods.module import EditModule
 from lofit.tasks.base import LossKind
@@ -56,7 +56,7 @@ def ffn_outputs(model: nn.Module, family: FamilySpec | None = None) -> list[nn.M
     return modules
 
 
-class REDIntervention(nn.Module):
+class REDIntervention(HookedEdit, nn.Module):
     """Per-layer scale l_s (init 1) and bias l_b (init 0) on the FFN output; `scale`, `bias` are (layers, hidden)."""
 
     def __init__(self, num_layers: int, hidden_size: int) -> None:
@@ -66,8 +66,7 @@ class REDIntervention(nn.Module):
         self.num_layers, self.hidden_size = num_layers, hidden_size
         self.scale = nn.Parameter(torch.ones(num_layers, hidden_size))
         self.bias = nn.Parameter(torch.zeros(num_layers, hidden_size))
-        self.enabled = True
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._init_hooks()
 
     @classmethod
     def for_backbone(cls, backbone: Backbone) -> REDIntervention:
@@ -92,40 +91,11 @@ class REDIntervention(nn.Module):
 
         return hook
 
-    def attach(self, model: nn.Module, family: FamilySpec | None = None) -> REDIntervention:
-        if self._handles:
-            raise RuntimeError("RED is already attached; detach() it first")
+    def _register(self, model: nn.Module, family: FamilySpec | None) -> list[RemovableHandle]:
         sites = ffn_outputs(model, family)
         if len(sites) != self.num_layers:
             raise ValueError(f"RED has {self.num_layers} layers, the model {len(sites)}")
-        self._handles = [site.register_forward_hook(self._hook(layer)) for layer, site in enumerate(sites)]
-        return self
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    @property
-    def attached(self) -> bool:
-        return bool(self._handles)
-
-    @contextmanager
-    def disabled(self) -> Iterator[None]:
-        """The base model while the hooks stay in place (DPO reference passes)."""
-        previous, self.enabled = self.enabled, False
-        try:
-            yield
-        finally:
-            self.enabled = previous
-
-    @contextmanager
-    def applied(self, model: nn.Module, family: FamilySpec | None = None) -> Iterator[REDIntervention]:
-        self.attach(model, family)
-        try:
-            yield self
-        finally:
-            self.detach()
+        return [site.register_forward_hook(self._hook(layer)) for layer, site in enumerate(sites)]
 
 
 @dataclass(kw_only=True)

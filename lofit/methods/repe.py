@@ -20,8 +20,7 @@ Edited parameters: kept layers × hidden size.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -29,9 +28,11 @@ from typing import NamedTuple
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from lofit.backbone import Backbone
 from lofit.families import FamilySpec, decoder_layers, family_for, text_config
+from lofit.hooks import HookedEdit
 from lofit.io import atomic_path, read_json, write_json
 from lofit.methods.contrast import (
     ContrastQuestion,
@@ -96,7 +97,7 @@ def separation_accuracy(differences: torch.Tensor, directions: torch.Tensor) -> 
     return (torch.einsum("nlh,lh->nl", differences.double(), directions.double()) > 0).double().mean(0).float()
 
 
-class ResidualSteering(nn.Module):
+class ResidualSteering(HookedEdit, nn.Module):
     """Adds a fixed vector to the output of chosen decoder layers at every position.
 
     Args:
@@ -117,8 +118,7 @@ class ResidualSteering(nn.Module):
             raise ValueError(f"steering vectors have shape {tuple(vectors.shape)}, expected {(len(layers), hidden_size)}")
         self.num_layers, self.hidden_size, self.layers = num_layers, hidden_size, layers
         self.register_buffer("vectors", vectors.detach().float().clone())
-        self.enabled = True
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._init_hooks()
 
     @property
     def num_edited(self) -> int:
@@ -140,39 +140,11 @@ class ResidualSteering(nn.Module):
 
         return hook
 
-    def attach(self, model: nn.Module, family: FamilySpec | None = None) -> ResidualSteering:
-        if self._handles:
-            raise RuntimeError("steering is already attached; detach() it first")
+    def _register(self, model: nn.Module, family: FamilySpec | None) -> list[RemovableHandle]:
         blocks = decoder_layers(model, family or family_for(model.config.model_type))
         if len(blocks) != self.num_layers:
             raise ValueError(f"steering has {self.num_layers} layers, the model {len(blocks)}")
-        self._handles = [blocks[layer].register_forward_hook(self._hook(row)) for row, layer in enumerate(self.layers)]
-        return self
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    @property
-    def attached(self) -> bool:
-        return bool(self._handles)
-
-    @contextmanager
-    def disabled(self) -> Iterator[None]:
-        previous, self.enabled = self.enabled, False
-        try:
-            yield
-        finally:
-            self.enabled = previous
-
-    @contextmanager
-    def applied(self, model: nn.Module, family: FamilySpec | None = None) -> Iterator[ResidualSteering]:
-        self.attach(model, family)
-        try:
-            yield self
-        finally:
-            self.detach()
+        return [blocks[layer].register_forward_hook(self._hook(row)) for row, layer in enumerate(self.layers)]
 
 
 class RepEFit(NamedTuple):
