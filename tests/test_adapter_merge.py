@@ -125,3 +125,31 @@ def test_nf4_backbone_merges_offsets_into_unquantized_bias(tiny_backbone_factory
     assert (logits(quantized.model) - hooked).abs().max() < 1e-2 * effect
     with pytest.raises(ValueError, match="quantized o_proj"):
         merge_into(quantized.model, trained(quantized.geometry, ("scale",)))
+
+
+@pytest.mark.parametrize("quantization", ["nf4", "int8"])
+def test_quantized_backbone_passes_gradients_and_merges_offsets(tiny_backbone_factory, tmp_path, quantization):
+    """A frozen 4-/8-bit backbone: A and v get gradients through quantized o_proj; merging the
+    offsets into the (unquantized) bias reproduces the hooked output."""
+    from lofit.training.quantized import keep_4bit_differentiable
+
+    tiny = tiny_backbone_factory("llama", hidden_size=128, intermediate_size=256)
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    quantized = load_backbone(BackboneConfig(model=str(tmp_path), quantization=quantization))
+    keep_4bit_differentiable(quantized.model)  # bnb's CPU repacking would drop 4-bit gradients
+    both = trained(quantized.geometry, ("scale", "offset"))
+    with both.applied(quantized.model):
+        quantized.model(input_ids=IDS).logits.pow(2).mean().backward()
+    for name in ("scale", "offset"):
+        grad = getattr(both, name).grad
+        assert grad is not None and grad[1, 2].abs().sum() > 0 and grad[0, 0].abs().sum() == 0
+    assert all(p.grad is None for p in quantized.model.parameters() if p.is_floating_point())
+    offsets = trained(quantized.geometry)
+    base = logits(quantized.model)
+    with offsets.applied(quantized.model):
+        hooked = logits(quantized.model)
+    merge_into(quantized.model, offsets)
+    effect = (hooked - base).abs().max()
+    assert effect > 0.5
+    assert (logits(quantized.model) - hooked).abs().max() < 1e-2 * effect
