@@ -1,7 +1,8 @@
-"""DVC stage `report`: the results table (task × method, with trainable parameters) and curves.
+"""DVC stage `report`: the results tables and training curves.
 
-Reads every run's evaluation summaries, step-2 metrics and training logs; writes
-reports/results.md, reports/metrics.json (a DVC metric) and reports/curves/*.png.
+Reads every run's evaluation summaries, step-2 metrics and training logs, the out-of-domain
+summaries and the open-ended judge summaries; writes reports/results.md, reports/metrics.json (a
+DVC metric) and reports/curves/*.png.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from lofit.tasks import TASKS  # noqa: E402
 
 REPORTS = Path("reports")
 METHODS = ("base", "lofit")
+OOD_TASKS = ("triviaqa", "nq_open", "mmlu")
 
 
 def metric_names(task: str) -> list[str]:
@@ -90,6 +92,57 @@ def markdown(means: list[dict], rows: list[dict], params: dict) -> str:
     return "\n".join(lines)
 
 
+def ood_rows() -> list[dict]:
+    """Out-of-domain summaries of the base and TruthfulQA-tuned models."""
+    rows = []
+    for task in OOD_TASKS:
+        for method in METHODS:
+            summary = read_json(RUNS_DIR / "ood" / method / task / "summary.json")
+            metric = TASKS[task].primary_metric
+            rows.append({"task": task, "method": method, "metric": metric, "value": summary[metric],
+                         "num_examples": summary["num_examples"]})
+    return rows
+
+
+def judge_rows(params: dict) -> list[dict]:
+    """Open-ended TruthfulQA verdicts per fold and method (or why nothing was judged)."""
+    rows = []
+    for name, run in params["runs"].items():
+        if run["task"] != "truthfulqa":
+            continue
+        for method in METHODS:
+            summary = read_json(RUNS_DIR / name / "open_ended" / method / "judge" / "judge_summary.json")
+            rows.append({"run": name, "method": method, **summary})
+    return rows
+
+
+def ood_markdown(rows: list[dict], params: dict) -> list[str]:
+    lines = [
+        "",
+        f"## Out of domain (LoFiT = the `{params['ood']['adapter_run']}` TruthfulQA adapter)",
+        "",
+        "| task | method | metric | value | examples |",
+        "|---|---|---|---:|---:|",
+    ]
+    lines += [f"| {r['task']} | {r['method']} | {r['metric']} | {100 * r['value']:.1f} | {r['num_examples']} |" for r in rows]
+    return lines
+
+
+def judge_markdown(rows: list[dict]) -> list[str]:
+    lines = ["", "## TruthfulQA open-ended (judge)", ""]
+    if not any(r.get("judged") for r in rows):
+        reasons = sorted({str(r.get("reason", "")) for r in rows})
+        return lines + [f"Not judged: {'; '.join(reasons)}. Answers: `runs/*/open_ended/*/answers.jsonl`."]
+    lines += ["| run | method | % truthful | % informative | % truthful and informative | unparsable (truth/info) |",
+              "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['run']} | {r['method']} | {r.get('pct_truthful')} | {r.get('pct_informative')} | "
+            f"{r.get('pct_truthful_and_informative')} | {r.get('n_unparsable_truth')}/{r.get('n_unparsable_info')} |"
+        )
+    return lines
+
+
 def read_curve(path: Path) -> dict[str, list[tuple[float, float]]]:
     """Per-step logged series from a Lightning CSV log (empty cells skipped)."""
     series: dict[str, list[tuple[float, float]]] = {}
@@ -128,11 +181,12 @@ def main() -> None:
     params = load_params()
     rows = run_rows(params)
     means = task_means(rows)
+    ood, judged = ood_rows(), judge_rows(params)
     with atomic_open(REPORTS / "results.md") as handle:
-        handle.write(markdown(means, rows, params))
-    write_json(REPORTS / "metrics.json", {
-        f"{e['task']}.{e['method']}.{m}": round(e[m], 4) for e in means for m in metric_names(e["task"])
-    })
+        handle.write("\n".join([markdown(means, rows, params).rstrip("\n"), *ood_markdown(ood, params), *judge_markdown(judged), ""]))
+    metrics = {f"{e['task']}.{e['method']}.{m}": round(e[m], 4) for e in means for m in metric_names(e["task"])}
+    metrics.update({f"ood.{r['task']}.{r['method']}.{r['metric']}": round(r["value"], 4) for r in ood})
+    write_json(REPORTS / "metrics.json", metrics)
     plot_curves(params)
 
 

@@ -26,6 +26,7 @@ def dvc(repo: Path, *args: str) -> str:
     # stage commands call `python`: it must be this environment's, as after `. .venv/bin/activate`
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("OPENAI_API_KEY", None)  # the judge stages must record "not judged" and go on
     result = subprocess.run([str(bin_dir / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result.stdout + result.stderr
@@ -55,6 +56,8 @@ def pipeline_repo(tmp_path_factory, shared_data, tokenizer):
     params["data"]["mirror"] = str(shared_data)
     for run in params["runs"].values():
         run["tune"]["top_k"] = 2  # the tiny model has 8 heads
+    params["ood"]["limit"]["cpu"] = 3
+    params["open_ended"]["limit"]["cpu"] = 2
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc(repo, "init", "--no-scm", "-q")
     first = dvc(repo, "repro")
@@ -68,6 +71,11 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline_repo):
         for stage in ("select_heads", "tune_biases", "evaluate_base", "evaluate_lofit"):
             assert f"{stage}@{run}" in stages
     assert {"prepare_model", "prepare_data", "report"} <= stages
+    for task in ("triviaqa", "nq_open", "mmlu"):
+        assert {f"ood_base@{task}", f"ood_lofit@{task}"} <= stages
+    for run in ("truthfulqa_fold0", "truthfulqa_fold1"):
+        assert {f"generate_open_base@{run}", f"generate_open_lofit@{run}"} <= stages
+        assert {f"judge_open@{run}-base", f"judge_open@{run}-lofit"} <= stages
     for run in RUNS:
         heads = json.loads((repo / "runs" / run / "select" / "heads.json").read_text())
         assert heads and (repo / "runs" / run / "select" / "heads.png").is_file()
@@ -92,6 +100,18 @@ def test_results_table_has_every_task_and_method(pipeline_repo):
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert "truthfulqa.lofit.mc1" in metrics
     assert list((repo / "reports" / "curves").glob("*.png"))
+    for task in ("triviaqa", "nq_open", "mmlu"):
+        assert re.search(rf"\| {task} \| lofit \| (exact_match|accuracy) \| [\d.]+ \| 3 \|", table), task
+    assert "Not judged:" in table  # no OPENAI_API_KEY in tests: recorded, pipeline continues
+
+
+def test_open_ended_answers_and_judge_summary(pipeline_repo):
+    repo, _ = pipeline_repo
+    folder = repo / "runs" / "truthfulqa_fold1" / "open_ended" / "lofit"
+    answers = [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 2 and all(a["model"] == "lofit" for a in answers)
+    summary = json.loads((folder / "judge" / "judge_summary.json").read_text())
+    assert summary["judged"] is False
 
 
 def test_changing_one_param_reruns_only_its_dependents(pipeline_repo):
