@@ -33,7 +33,7 @@ from lofit.backbone import Backbone, BackboneConfig, load_backbone, wrap_model
 from lofit.data.collate import IGNORE_INDEX
 from lofit.training import BiasTuningModule, HeadSelectionModule, SelectionConfig, TuningConfig
 from lofit.training.heads import HeadRanking, write_heads
-from lofit.training.quantized import keep_4bit_differentiable
+from lofit.quantized import keep_4bit_differentiable
 
 STORAGES = ("fp32", "int8", "nf4")
 

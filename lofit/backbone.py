@@ -18,6 +18,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from lofit.io import atomic_dir
+from lofit.quantized import keep_4bit_differentiable
 from lofit.families import FamilySpec, HeadGeometry, family_for, head_geometry
 
 EMBEDDED_PREFIX = "embedded:"
@@ -189,5 +190,7 @@ def load_backbone(cfg: BackboneConfig | None = None) -> Backbone:
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if cfg.quantization == "none":
         model.to(cfg.device)
+    elif cfg.quantization == "nf4":
+        keep_4bit_differentiable(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return wrap_model(model, tokenizer, name=cfg.model)

@@ -1,4 +1,4 @@
-"""Attach / detach bookkeeping for edits that live in forward hooks (RED, RepE steering).
+"""Attach / detach bookkeeping for edits that live in hooks (LoFiT heads, RED, RepE steering).
 
 A subclass only says where its hooks go (`_register`); attaching twice, detaching, switching the
 edit off for reference passes and applying it for one block behave the same for every method.

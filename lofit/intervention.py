@@ -12,14 +12,15 @@ all, so the backward pass stops at the lowest layer that holds a trainable head.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from lofit.families import FamilySpec, HeadGeometry, family_for, o_projections
+from lofit.hooks import HookedEdit
 
 Component = Literal["scale", "offset"]
 COMPONENTS: tuple[Component, ...] = ("scale", "offset")
@@ -48,7 +49,7 @@ def validate_heads(heads: Iterable[Sequence[int]], geometry: HeadGeometry) -> li
     return result
 
 
-class HeadIntervention(nn.Module):
+class HeadIntervention(HookedEdit, nn.Module):
     """Trainable per-head scale and/or offset for the chosen heads of a frozen model.
 
     Args:
@@ -84,8 +85,7 @@ class HeadIntervention(nn.Module):
         shape = (geometry.num_layers, geometry.num_heads, geometry.head_dim)
         self.scale = nn.Parameter(torch.zeros(shape)) if "scale" in self.components else None
         self.offset = nn.Parameter(torch.zeros(shape)) if "offset" in self.components else None
-        self.enabled = True
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._init_hooks()
         self.reset_parameters(init_std, generator)
 
     # ----------------------------------------------------------------- parameters
@@ -150,46 +150,14 @@ class HeadIntervention(nn.Module):
 
         return pre_hook
 
-    def attach(self, model: nn.Module, family: FamilySpec | None = None) -> HeadIntervention:
+    def _register(self, model: nn.Module, family: FamilySpec | None) -> list[RemovableHandle]:
         """Hook the `o_proj` of every layer that holds a chosen head."""
-        if self._handles:
-            raise RuntimeError("intervention is already attached; detach() it first")
-        family = family or family_for(model.config.model_type)
-        projections = o_projections(model, family)
+        projections = o_projections(model, family or family_for(model.config.model_type))
         if len(projections) != self.geometry.num_layers:
             raise ValueError(
                 f"intervention has {self.geometry.num_layers} layers, the model {len(projections)}"
             )
-        for layer in self.active_layers:
-            self._handles.append(projections[layer].register_forward_pre_hook(self._hook(layer)))
-        return self
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    @property
-    def attached(self) -> bool:
-        return bool(self._handles)
-
-    @contextmanager
-    def disabled(self) -> Iterator[None]:
-        """Run the model as the base model while the hooks stay in place (DPO reference passes)."""
-        previous, self.enabled = self.enabled, False
-        try:
-            yield
-        finally:
-            self.enabled = previous
-
-    @contextmanager
-    def applied(self, model: nn.Module, family: FamilySpec | None = None) -> Iterator[HeadIntervention]:
-        """Attach for the duration of a block, then detach."""
-        self.attach(model, family)
-        try:
-            yield self
-        finally:
-            self.detach()
+        return [projections[layer].register_forward_pre_hook(self._hook(layer)) for layer in self.active_layers]
 
     def extra_repr(self) -> str:
         return f"components={self.components}, heads={len(self.heads)}, geometry={self.geometry}"

@@ -432,7 +432,6 @@ def create_app(
     app.state.requests = Counter()
     app.state.adapter = adapter_path
     counter_lock = threading.Lock()
-    tokenizer = backbone.tokenizer
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):

@@ -131,13 +131,11 @@ def test_nf4_backbone_merges_offsets_into_unquantized_bias(tiny_backbone_factory
 def test_quantized_backbone_passes_gradients_and_merges_offsets(tiny_backbone_factory, tmp_path, quantization):
     """A frozen 4-/8-bit backbone: A and v get gradients through quantized o_proj; merging the
     offsets into the (unquantized) bias reproduces the hooked output."""
-    from lofit.training.quantized import keep_4bit_differentiable
-
     tiny = tiny_backbone_factory("llama", hidden_size=128, intermediate_size=256)
     tiny.model.save_pretrained(tmp_path)
     tiny.tokenizer.save_pretrained(tmp_path)
     quantized = load_backbone(BackboneConfig(model=str(tmp_path), quantization=quantization))
-    keep_4bit_differentiable(quantized.model)  # bnb's CPU repacking would drop 4-bit gradients
+    logits(quantized.model)  # a no-grad pass first: bnb's CPU repacking would then drop 4-bit gradients
     both = trained(quantized.geometry, ("scale", "offset"))
     with both.applied(quantized.model):
         quantized.model(input_ids=IDS).logits.pow(2).mean().backward()

@@ -30,7 +30,7 @@ from lofit.training import (
     ValidationConfig,
 )
 from lofit.training.heads import HeadRanking, write_heads
-from lofit.training.quantized import keep_4bit_differentiable
+from lofit.quantized import keep_4bit_differentiable
 from lofit.training.run import build_task, fit
 
 CPU = TrainerConfig(accelerator="cpu", enable_progress_bar=False, log_every_n_steps=1, max_epochs=3)

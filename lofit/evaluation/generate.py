@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
+from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def greedy_generate(
     )
     eos_ids = {eos} if eos is not None else set()
     continuations: list[str] = []
-    for start in range(0, len(prompts), batch_size):
+    for start in tqdm(range(0, len(prompts), batch_size), desc="generation", unit="batch", mininterval=5):
         token_lists = [backbone.encode(prompt) for prompt in prompts[start : start + batch_size]]
         input_ids, attention_mask = _left_padded(token_lists, tokenizer.pad_token_id, device)
         output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torchmetrics import Metric
+from tqdm.auto import tqdm
 
 from lofit.evaluation import write_results
 
@@ -282,7 +283,7 @@ def evaluate_truthfulqa_mc(
     metrics = {"mc1": MC1(), "mc2": MC2(), "mc3": MC3()}
     rows = []
     shared = shared_prefix_of(backbone, [question.context for question in questions])
-    for question in questions:
+    for question in tqdm(questions, desc="TruthfulQA MC", unit="question", mininterval=5):
         answers = question.true + question.false
         raw = score_continuations(
             backbone, question.context, [ANSWER_PREFIX + a for a in answers], ANSWER_PREFIX.rstrip(" "), batch_size, shared
@@ -325,7 +326,7 @@ def evaluate_choice_accuracy(
     metric = ChoiceAccuracy()
     rows = []
     shared = shared_prefix_of(backbone, [question.prompt for question in questions])
-    for question in questions:
+    for question in tqdm(questions, desc="multiple choice", unit="question", mininterval=5):
         scores = score_continuations(backbone, question.prompt, question.choices, batch_size=batch_size, shared=shared)
         metric.update([scores], [question.gold])
         predicted = argmax(scores)

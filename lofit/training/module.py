@@ -20,7 +20,7 @@ from lofit.intervention import HeadIntervention
 from lofit.losses import completion_cross_entropy, dpo_loss, sequence_logps
 from lofit.tasks.base import LossKind
 from lofit.training.config import ConfigError, StepConfig
-from lofit.training.quantized import keep_4bit_differentiable
+from lofit.quantized import keep_4bit_differentiable
 
 Batch = dict[str, torch.Tensor]
 Logs = dict[str, torch.Tensor]
