@@ -11,7 +11,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from lofit.backbone import DEFAULT_MODEL, Backbone, resolve_model_path, wrap_model
 
-SHARED_DATA = Path(os.environ.get("LOFIT_DATA_MIRROR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LOFIT_DATA_MIRROR") or ROOT.parent / "shared" / "data")
 
 TINY_FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma3_text")
 
@@ -29,9 +30,13 @@ def tokenizer(embedded_model_dir):
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"data mirror {SHARED_DATA} is missing; set LOFIT_DATA_MIRROR")
-    return SHARED_DATA
+    """The raw data (laid out like data/raw): the mirror if there is one, else fetched into data/raw."""
+    if SHARED_DATA.is_dir():
+        return SHARED_DATA
+    from lofit.data.sources import prepare
+
+    prepare(ROOT / "data" / "raw", mirror="")  # downloads the pinned files, sha256-checked
+    return ROOT / "data" / "raw"
 
 
 def tiny_config(model_type: str, vocab_size: int, **overrides):
