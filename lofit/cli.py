@@ -4,13 +4,13 @@ Each subcommand's typed, documented signature is its CLI and YAML schema (jsonar
     lofit select --config configs/truthfulqa-select.yaml
     lofit tune --config configs/truthfulqa-tune.yaml --tuning.top_k 16
     lofit select --config configs/mquake-select.yaml --trainer.devices 2 --trainer.strategy ddp
-    lofit evaluate --task.name truthfulqa --adapter runs/truthfulqa/fold0/tune/adapter
+    lofit evaluate --task.name truthfulqa --adapter outputs/truthfulqa/fold0/tune/adapter
     lofit select --print_config        # a complete YAML with every default
     lofit convert --output_dir data/models/base
-    lofit export runs/mquake/tune/adapter --backbone.model data/models/base --output_dir runs/merged
+    lofit export outputs/mquake/tune/adapter --backbone.model data/models/base --output_dir outputs/merged
     lofit generate --task.name truthfulqa --adapter ... --output_file answers.jsonl
     lofit judge answers.jsonl --judge_config.model gpt-4o --require true
-    lofit serve --backbone.model data/models/base --adapter runs/mquake/tune/adapter --port 8000
+    lofit serve --backbone.model data/models/base --adapter outputs/mquake/tune/adapter --port 8000
 Add a subcommand by adding a typed function to `SUBCOMMANDS`.
 """
 
@@ -43,7 +43,7 @@ def select(
     data: DataConfig = DataConfig(),
     trainer: TrainerConfig = TrainerConfig(),
     validation: ValidationConfig = ValidationConfig(),
-    output_dir: str = "runs/select",
+    output_dir: str = "outputs/select",
     ckpt_path: str | None = None,
 ) -> dict:
     """LoFiT step 1: train per-head scales with an L1 penalty and rank the heads.
@@ -77,7 +77,7 @@ def tune(
     data: DataConfig = DataConfig(),
     trainer: TrainerConfig = TrainerConfig(),
     validation: ValidationConfig = ValidationConfig(),
-    output_dir: str = "runs/tune",
+    output_dir: str = "outputs/tune",
     ckpt_path: str | None = None,
 ) -> dict:
     """LoFiT step 2: train per-head offsets on the top-K heads of a step-1 ranking.
@@ -112,7 +112,7 @@ def evaluate(
     split: Literal["train", "val", "test"] = "test",
     limit: int | None = None,
     batch_size: int = 16,
-    output_dir: str = "runs/evaluate",
+    output_dir: str = "outputs/evaluate",
 ) -> dict:
     """Score the backbone, with an adapter attached if given, on a task split.
 
@@ -168,7 +168,7 @@ def convert(model: str = "embedded:smollm2-135m-instruct", output_dir: str = "da
         raise ConfigError(str(err)) from None
 
 
-def export(adapter: str, backbone: BackboneConfig = BackboneConfig(), output_dir: str = "runs/merged") -> dict:
+def export(adapter: str, backbone: BackboneConfig = BackboneConfig(), output_dir: str = "outputs/merged") -> dict:
     """Fold an adapter into the backbone and save a plain Hugging Face folder.
 
     The folder loads with `transformers` alone (no lofit) and gives the hooked model's logits;
@@ -202,7 +202,7 @@ def generate(
     limit: int | None = None,
     batch_size: int = 16,
     model_label: str = "model",
-    output_file: str = "runs/generate/answers.jsonl",
+    output_file: str = "outputs/generate/answers.jsonl",
 ) -> dict:
     """Greedy open-ended TruthfulQA answers (instruction + primer context), for `lofit judge`.
 
@@ -231,7 +231,7 @@ def generate(
     return {"answers": len(rows), "output_file": output_file}
 
 
-def judge(answers: str, output_dir: str = "runs/judge", judge_config: JudgeConfig = JudgeConfig(), require: bool = False) -> dict:
+def judge(answers: str, output_dir: str = "outputs/judge", judge_config: JudgeConfig = JudgeConfig(), require: bool = False) -> dict:
     """Judge generated answers for truthfulness and informativeness (GPT-4 or a compatible endpoint).
 
     Without `OPENAI_API_KEY` (or the configured key variable) and without a `base_url`, the summary
