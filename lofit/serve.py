@@ -481,15 +481,22 @@ def create_app(
             "adapter": adapter_path,
         }
 
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
+    async def admit(request: Request, schema: type[_Strict]) -> tuple[_Strict | None, Response | None]:
+        """The preamble of every generation request: read, apply a test fault, parse and check."""
         raw = await request.body()
         fault = await faults.apply()
         if fault is not None:
-            return fault
-        body = _parse(CompletionRequest, raw)
+            return None, fault
+        body = _parse(schema, raw)
         check_model(body.model)
         _check_unsupported(body)
+        return body, None
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        body, fault = await admit(request, CompletionRequest)
+        if fault is not None:
+            return fault
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts or not all(prompts):
             raise APIError(400, "'prompt': must be a non-empty string or a non-empty list of them", param="prompt")
@@ -528,13 +535,9 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        raw = await request.body()
-        fault = await faults.apply()
+        body, fault = await admit(request, ChatRequest)
         if fault is not None:
             return fault
-        body = _parse(ChatRequest, raw)
-        check_model(body.model)
-        _check_unsupported(body)
         stop = _stop_list(body.stop)
         prompt_text, prefix, ids = _render_chat(backbone, body.messages)
         limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
