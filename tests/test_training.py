@@ -213,7 +213,6 @@ def test_resumed_run_ends_with_the_same_adapter(tokenizer, tmp_path):
 # ---------------------------------------------------------------------------- 4-bit
 @pytest.fixture
 def tiny_4bit_dir(tokenizer, tmp_path) -> Path:
-    pytest.importorskip("bitsandbytes")
     # bitsandbytes' CPU 4-bit kernel packs weights in blocks of 32 output rows: every projection needs >= 32
     model = tiny_model("llama", len(tokenizer), hidden_size=64, intermediate_size=128, num_key_value_heads=4)
     return save_tiny(model, tokenizer, tmp_path / "tiny")
