@@ -41,6 +41,7 @@ from lofit.methods.contrast import (
     split_questions,
     statement,
 )
+from lofit.training.heads import resolve_top_k
 
 WEIGHTS_NAME = "steering.safetensors"
 CONFIG_NAME = "steering_config.json"
@@ -155,16 +156,6 @@ class RepEFit(NamedTuple):
     directions: torch.Tensor  # (layers, hidden), unit norm
 
 
-def resolve_layer_count(top_layers: int | float, num_layers: int) -> int:
-    if isinstance(top_layers, float):
-        if not 0 < top_layers <= 1:
-            raise ValueError(f"a fractional top_layers must be in (0, 1], got {top_layers}")
-        return max(1, round(top_layers * num_layers))
-    if not 0 < top_layers <= num_layers:
-        raise ValueError(f"top_layers={top_layers} but the model has {num_layers} layers")
-    return top_layers
-
-
 def fit_repe(
     backbone: Backbone,
     questions: Sequence[ContrastQuestion],
@@ -190,7 +181,7 @@ def fit_repe(
         raise ValueError(f"RepE alpha must be finite, got {alpha}")
     check_questions(questions)
     num_layers = len(decoder_layers(backbone.model, backbone.family))
-    count = resolve_layer_count(top_layers, num_layers)
+    count = resolve_top_k(top_layers, num_layers, name="top_layers", unit="layers")
     trues, falses, groups = contrast_pairs(questions)
     fit_questions, _ = split_questions(len(questions), val_fraction, seed)
     fit_rows = torch.isin(groups, fit_questions)

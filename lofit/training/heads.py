@@ -72,14 +72,14 @@ class HeadRanking:
         return cls(model=data["model"], geometry=geometry, scores=scores, task=data.get("task"))
 
 
-def resolve_top_k(top_k: int | float, total: int) -> int:
-    """K as a head count: an int is taken as is, a float in (0, 1] is a fraction of all heads."""
+def resolve_top_k(top_k: int | float, total: int, name: str = "top_k", unit: str = "heads") -> int:
+    """K as a count: an int is taken as is, a float in (0, 1] is a fraction of all `total` units."""
     if isinstance(top_k, float):
         if not 0 < top_k <= 1:
-            raise ConfigError(f"a fractional top_k must be in (0, 1], got {top_k}")
+            raise ConfigError(f"a fractional {name} must be in (0, 1], got {top_k}")
         return max(1, round(top_k * total))
     if not 0 < top_k <= total:
-        raise ConfigError(f"top_k={top_k} but the model has {total} heads")
+        raise ConfigError(f"{name}={top_k} but the model has {total} {unit}")
     return top_k
 
 
