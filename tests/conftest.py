@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,21 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from lofit.backbone import DEFAULT_MODEL, Backbone, resolve_model_path, wrap_model
+from lofit.data.readers import DATASETS_CACHE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LOFIT_DATA_MIRROR") or ROOT.parent / "shared" / "data")
 
 TINY_FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma3_text")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def datasets_cache(tmp_path_factory) -> Iterator[Path]:
+    """Arrow caches of raw files go to a session folder, not the user's (subprocesses inherit it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("datasets-cache")
+        patch.setenv(DATASETS_CACHE_ENV, str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")

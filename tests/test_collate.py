@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils.data import DataLoader
 
 from lofit.data.collate import (
     IGNORE_INDEX,
+    PREFERENCE_FEATURES,
+    SFT_FEATURES,
     PadCollator,
+    tokenize_dataset,
     tokenize_examples,
     tokenize_preference,
     tokenize_sft,
@@ -126,6 +131,32 @@ def test_collator_stacks_chosen_then_rejected(tiny_backbone):
 def test_unknown_example_type_is_rejected(tiny_backbone):
     with pytest.raises(TypeError, match="not an SFT or preference example"):
         tokenize_examples(tiny_backbone, [("prompt", "answer")])
+    with pytest.raises(TypeError, match="mixes SFT and preference examples"):
+        tokenize_examples(tiny_backbone, [SFTExample("p", "a"), PreferenceExample("p", "a", "b")])
+
+
+SFT_SPLIT = [SFTExample("Q: a long question here? A:", " x"), SFTExample("Q:", " y"), SFTExample("Q: z? A:", "zz top")]
+PREFERENCE_SPLIT = [PreferenceExample("Q: one? A:", " a", " bb cc"), PreferenceExample("Q: two, longer? A:", " d", " e")]
+
+
+@pytest.mark.parametrize("examples, columns", [(SFT_SPLIT, SFT_FEATURES), (PREFERENCE_SPLIT, PREFERENCE_FEATURES)])
+def test_mapped_split_equals_hand_tokenized_examples(tiny_backbone, examples, columns):
+    """`Dataset.map` yields the per-example features, and a DataLoader over it the same batches."""
+    max_length, max_prompt_length = 12, 6  # truncation applies too
+    dataset = tokenize_dataset(tiny_backbone, examples, max_length, max_prompt_length)
+    by_hand = [
+        tokenize_preference(tiny_backbone, example, index, max_length, max_prompt_length)
+        if isinstance(example, PreferenceExample)
+        else tokenize_sft(tiny_backbone, example, index, max_length)
+        for index, example in enumerate(examples)
+    ]
+    assert dataset.features == columns and list(columns) == list(by_hand[0])
+    rows = dataset.to_list()
+    assert rows == by_hand and all(type(token) is int for row in rows for ids in list(row.values())[1:] for token in ids)
+    collate = PadCollator(tiny_backbone.tokenizer.pad_token_id)
+    for batch, start in zip(DataLoader(dataset, batch_size=2, collate_fn=collate), range(0, len(by_hand), 2)):
+        expected = collate(by_hand[start : start + 2])
+        assert batch.keys() == expected.keys() and all(torch.equal(batch[k], expected[k]) for k in batch)
 
 
 def test_impossible_limits_are_rejected(tiny_backbone_factory):

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
 
 import pytest
+from datasets.packaged_modules.csv.csv import Csv
 
-from lofit.data.readers import RawDataError
+from lofit.data import readers
+from lofit.data.readers import (
+    DATASETS_CACHE_ENV,
+    VERIFIED_MARKER,
+    RawDataError,
+    read_csv_records,
+    read_headerless_csv,
+    read_jsonl_records,
+)
 from lofit.evaluation import PREDICTIONS_FILE, SUMMARY_FILE
 from lofit.tasks import TASK_NAMES, get_task
 from lofit.tasks.base import PreferenceExample, SFTExample
@@ -192,6 +202,52 @@ def test_bad_mmlu_answer_letter(shared_data, tmp_path):
 def test_missing_raw_file_points_to_prepare(tmp_path):
     with pytest.raises(RawDataError, match=r"nq_open/NQ-open.dev.jsonl: file not found; run `python pipelines/prepare_data.py`"):
         get_task("nq_open", tmp_path).items()
+
+
+# ---------- Arrow cache (datasets) ----------
+
+
+def test_second_read_comes_from_the_verified_arrow_cache(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv(DATASETS_CACHE_ENV, str(tmp_path / "cache"))
+    split = _copy(shared_data, tmp_path, "truthfulqa") / "lofit_splits" / "fold_0_val_seed_42.csv"
+    first = read_csv_records(split, ("Question",))
+    assert len(first) == 82 and first[0]["Question"] and first == readers._scan_csv_records(split, ("Question",))
+    assert len(list((tmp_path / "cache").rglob(VERIFIED_MARKER))) == 1
+
+    def parse(*args, **kwargs):
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(Csv, "_generate_tables", parse)
+    monkeypatch.setattr(readers, "_scan_csv_records", parse)
+    assert read_csv_records(split, ("Question",)) == first  # neither pandas nor the csv module ran
+    os.utime(split, ns=(split.stat().st_atime_ns, split.stat().st_mtime_ns + 10**9))
+    with pytest.raises(AssertionError, match="parsed again"):  # an edited file (new mtime) is parsed again
+        read_csv_records(split, ("Question",))
+
+
+H = "Type,Question,Best Answer\n"
+
+
+@pytest.mark.parametrize(
+    "name, text, read, expected",
+    [
+        # pandas would pad the short row with "" where csv.DictReader gives None
+        ("short.csv", H + "a,Q?,b\nc,Q2?\n", lambda p: read_csv_records(p, ("Question",)),
+         [{"Type": "a", "Question": "Q?", "Best Answer": "b"}, {"Type": "c", "Question": "Q2?", "Best Answer": None}]),
+        # pandas would drop the BOM that a plain utf-8 read keeps
+        ("bom.csv", "\ufeffq,a,b,c,d,A\n", lambda p: read_headerless_csv(p, 6), [["\ufeffq", "a", "b", "c", "d", "A"]]),
+        # Arrow would add "extra": None to the first record and read n=1 as 1.0
+        ("mixed.jsonl", '{"q": "a", "n": 1}\n{"q": "b", "n": 2.5, "extra": true}\n', lambda p: read_jsonl_records(p, ("q",)),
+         [{"q": "a", "n": 1}, {"q": "b", "n": 2.5, "extra": True}]),
+    ],
+)
+def test_rows_arrow_cannot_hold_exactly_come_from_the_scan(tmp_path, monkeypatch, name, text, read, expected):
+    monkeypatch.setenv(DATASETS_CACHE_ENV, str(tmp_path / "cache"))
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    for _ in range(2):
+        assert repr(read(path)) == repr(expected)  # repr: types too (1 is not 1.0)
+    assert not list((tmp_path / "cache").rglob(VERIFIED_MARKER))
 
 
 # ---------- end to end with a tiny model ----------

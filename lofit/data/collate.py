@@ -13,20 +13,35 @@ Truncation rules (all lengths in tokens, BOS included):
   its last tokens as still fit in `max_length`.
 Batches are right-padded to the longest sequence in the batch; pads are masked out of attention
 and labels. Every example carries its dataset `index` (the key of the DPO reference cache).
+
+A split is tokenized with `datasets.Dataset.map` over its example fields; the result keeps the
+features as Python ints in fixed columns (`SFT_FEATURES` / `PREFERENCE_FEATURES`), so a
+`DataLoader` hands the collator the same dicts of lists as a plain list of features would.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
+from datasets import Dataset, List, Value
+from datasets import Features as ColumnTypes
+from datasets.fingerprint import generate_random_fingerprint
 
 from lofit.backbone import Backbone
 from lofit.tasks.base import Example, PreferenceExample, SFTExample
 
 IGNORE_INDEX = -100
 Features = dict[str, object]
+
+# column types of a tokenized split (Features above is one row)
+_IDS = List(Value("int64"))
+SFT_FEATURES = ColumnTypes({"index": Value("int64"), "input_ids": _IDS, "labels": _IDS})
+PREFERENCE_FEATURES = ColumnTypes(
+    {"index": Value("int64")}
+    | {f"{side}_{name}": _IDS for side in ("chosen", "rejected") for name in ("input_ids", "labels")}
+)
 
 
 def _eos_id(backbone: Backbone) -> int:
@@ -76,19 +91,42 @@ def tokenize_preference(
     return features
 
 
+def _tokenize_row(
+    row: dict[str, str], index: int, backbone: Backbone, max_length: int, max_prompt_length: int
+) -> Features:
+    if "chosen" in row:
+        return tokenize_preference(backbone, PreferenceExample(**row), index, max_length, max_prompt_length)
+    return tokenize_sft(backbone, SFTExample(**row), index, max_length)
+
+
+def tokenize_dataset(
+    backbone: Backbone, examples: Sequence[Example], max_length: int = 512, max_prompt_length: int = 128
+) -> Dataset:
+    """Tokenize a split with `Dataset.map`; the position in `examples` becomes each row's `index`."""
+    kinds = {type(example) for example in examples}
+    for index, example in enumerate(examples):
+        if not isinstance(example, (SFTExample, PreferenceExample)):
+            raise TypeError(f"example {index} is a {type(example).__name__}, not an SFT or preference example")
+    if len(kinds) > 1:
+        raise TypeError("a split mixes SFT and preference examples; the collator needs one kind")
+    rows = Dataset.from_list([asdict(example) for example in examples])
+    return rows.map(
+        _tokenize_row,
+        with_indices=True,
+        fn_kwargs={"backbone": backbone, "max_length": max_length, "max_prompt_length": max_prompt_length},
+        remove_columns=rows.column_names,
+        features=PREFERENCE_FEATURES if PreferenceExample in kinds else SFT_FEATURES,
+        # in memory and never cached, like `from_list`; hashing `fn_kwargs` would pickle the whole model
+        new_fingerprint=generate_random_fingerprint(),
+        desc="Tokenizing",
+    )
+
+
 def tokenize_examples(
     backbone: Backbone, examples: Sequence[Example], max_length: int = 512, max_prompt_length: int = 128
 ) -> list[Features]:
-    """Tokenize a split; the position in `examples` becomes each feature's `index`."""
-    features = []
-    for index, example in enumerate(examples):
-        if isinstance(example, PreferenceExample):
-            features.append(tokenize_preference(backbone, example, index, max_length, max_prompt_length))
-        elif isinstance(example, SFTExample):
-            features.append(tokenize_sft(backbone, example, index, max_length))
-        else:
-            raise TypeError(f"example {index} is a {type(example).__name__}, not an SFT or preference example")
-    return features
+    """`tokenize_dataset` as a list of feature dicts."""
+    return tokenize_dataset(backbone, examples, max_length, max_prompt_length).to_list()
 
 
 def pad_right(sequences: Sequence[Sequence[int]], value: int) -> torch.Tensor:

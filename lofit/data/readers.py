@@ -1,19 +1,55 @@
-"""Read raw task files with schema checks whose errors name the file, row/line and field.
+"""Read raw task files through Hugging Face `datasets`, with schema checks whose errors name the
+file, row/line and field.
 
-Plain `csv`/`json` rather than `datasets`: the files are small, and a loader that fails with a
-pointer to the exact bad line is worth more here than caching.
+Every file is loaded with `datasets.load_dataset("csv" | "json", data_files=..., split="train")`
+into an Arrow cache under `datasets_cache()` (keyed by the file's path and mtime, so an edited
+file is parsed again). CSV cells are read as their exact strings: string `Features`, no NA
+conversion, no type inference.
+
+pandas and Arrow are lenient where the `csv`/`json` modules are exact: pandas pads short rows,
+turns an extra first field into an index and drops a BOM; Arrow adds `None` for keys absent from
+some records and turns the ints of a mixed int/float column into floats. So the plain scanners
+below stay the reference. The first load of a file runs both and marks its cache as verified
+when the rows are identical; later loads read the verified cache alone, and a file whose Arrow
+form differs from the reference (or that pandas/Arrow reject) is always scanned. The scanners
+also raise the precise errors; a verified cache that fails a caller's schema check is rescanned
+so the error names the line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
-from collections.abc import Sequence
+import logging
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+import datasets.config
+from datasets import Dataset, Features, Value, load_dataset
+
+from lofit.backbone import cache_root
+
+DATASETS_CACHE_ENV = "LOFIT_DATASETS_CACHE"
+VERIFIED_MARKER = "lofit-verified"
+
+logger = logging.getLogger(__name__)
+Row = TypeVar("Row")
+
+# Otherwise every `load_dataset` of a packaged builder sends a HEAD request to the Hub's S3 bucket
+# to count downloads: telemetry, and seconds per local file when DNS is slow or absent.
+datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
 
 
 class RawDataError(ValueError):
     """A raw file is missing, empty or malformed; the message names the file and the place."""
+
+
+def datasets_cache() -> Path:
+    """Arrow cache of the raw files: `$LOFIT_DATASETS_CACHE`, default `<LOFIT_CACHE>/datasets`."""
+    return Path(os.environ.get(DATASETS_CACHE_ENV) or cache_root() / "datasets")
 
 
 def _require_file(path: Path) -> None:
@@ -36,10 +72,45 @@ def _require_rows(path: Path, rows: list) -> list:
     return rows
 
 
-def read_csv_records(path: str | Path, required: Sequence[str]) -> list[dict[str, str]]:
-    """Rows of a headed CSV as dicts; every required column must exist and be non-empty."""
-    path = Path(path)
+def _load(builder: str, path: Path, **config: object) -> Dataset:
+    return load_dataset(builder, data_files=str(path), split="train", cache_dir=str(datasets_cache()), **config)
+
+
+def _load_strings(path: Path, columns: Sequence[str], **pandas_options: object) -> Dataset:
+    """A CSV whose cells stay the strings of the file, empty ones included."""
+    features = Features({name: Value("string") for name in columns})
+    return _load("csv", path, features=features, keep_default_na=False, na_filter=False, **pandas_options)
+
+
+def _cached(
+    path: Path,
+    load: Callable[[], Dataset],
+    to_rows: Callable[[Dataset], list[Row]],
+    scan: Callable[[], list[Row]],
+    valid: Callable[[list[Row]], bool],
+) -> list[Row]:
+    """`load()`'s rows once its cache is verified against `scan()` (the reference), else `scan()`'s.
+
+    `valid` is the caller's schema check on cached rows; when it fails, the scan names the place.
+    """
     _require_file(path)
+    try:
+        dataset = load()
+        marker = Path(dataset.cache_files[0]["filename"]).parent / VERIFIED_MARKER
+        rows = to_rows(dataset)
+    except Exception as err:  # pandas, pyarrow and datasets raise many types; the scan tells what is wrong
+        logger.debug("datasets could not load %s (%s); scanning it", path, err)
+        return scan()
+    if marker.is_file() and valid(rows):
+        return rows
+    reference = scan()
+    if repr(rows) == repr(reference):  # not `==`: 1 == 1.0 and True == 1
+        with contextlib.suppress(OSError):  # a read-only cache just stays unverified
+            marker.touch()
+    return reference
+
+
+def _scan_csv_records(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
     with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
@@ -56,10 +127,22 @@ def read_csv_records(path: str | Path, required: Sequence[str]) -> list[dict[str
     return _require_rows(path, rows)
 
 
-def read_headerless_csv(path: str | Path, num_fields: int) -> list[list[str]]:
-    """Rows of a CSV without header, each with exactly `num_fields` fields (MMLU's format)."""
+def read_csv_records(path: str | Path, required: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of a headed CSV as dicts; every required column must exist and be non-empty."""
     path = Path(path)
-    _require_file(path)
+
+    def load() -> Dataset:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            columns = next(csv.reader(handle), [])  # the header names the string features
+        return _load_strings(path, columns, encoding="utf-8-sig")
+
+    def valid(rows: list[dict[str, str]]) -> bool:
+        return all((row.get(name) or "").strip() for row in rows for name in required)
+
+    return _cached(path, load, Dataset.to_list, lambda: _scan_csv_records(path, required), valid)
+
+
+def _scan_headerless_csv(path: Path, num_fields: int) -> list[list[str]]:
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle)
         rows = []
@@ -70,10 +153,24 @@ def read_headerless_csv(path: str | Path, num_fields: int) -> list[list[str]]:
     return _require_rows(path, rows)
 
 
-def read_jsonl_records(path: str | Path, required: Sequence[str]) -> list[dict]:
-    """Objects of a JSON-lines file; a bad line or a missing key names the line number."""
+def read_headerless_csv(path: str | Path, num_fields: int) -> list[list[str]]:
+    """Rows of a CSV without header, each with exactly `num_fields` fields (MMLU's format)."""
     path = Path(path)
-    _require_file(path)
+    names = [str(number) for number in range(num_fields)]
+    return _cached(
+        path,
+        lambda: _load_strings(path, names, header=None, column_names=names, encoding="utf-8"),
+        lambda dataset: [list(row.values()) for row in dataset.to_list()],
+        lambda: _scan_headerless_csv(path, num_fields),
+        lambda rows: True,  # the field count is part of the cached schema
+    )
+
+
+def _has_keys(records: list[dict], required: Sequence[str]) -> bool:
+    return all(key in record for record in records for key in required)
+
+
+def _scan_jsonl_records(path: Path, required: Sequence[str]) -> list[dict]:
     records = []
     with open(path, encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -87,10 +184,19 @@ def read_jsonl_records(path: str | Path, required: Sequence[str]) -> list[dict]:
     return _require_rows(path, records)
 
 
-def read_json_records(path: str | Path, required: Sequence[str]) -> list[dict]:
-    """Objects of a file holding one JSON list; a missing key names the list index."""
+def read_jsonl_records(path: str | Path, required: Sequence[str]) -> list[dict]:
+    """Objects of a JSON-lines file; a bad line or a missing key names the line number."""
     path = Path(path)
-    _require_file(path)
+    return _cached(
+        path,
+        lambda: _load("json", path),
+        Dataset.to_list,
+        lambda: _scan_jsonl_records(path, required),
+        lambda records: _has_keys(records, required),
+    )
+
+
+def _scan_json_records(path: Path, required: Sequence[str]) -> list[dict]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -98,3 +204,15 @@ def read_json_records(path: str | Path, required: Sequence[str]) -> list[dict]:
     if not isinstance(data, list):
         raise RawDataError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
     return _require_rows(path, [_check_keys(path, f"item {index}", item, required) for index, item in enumerate(data)])
+
+
+def read_json_records(path: str | Path, required: Sequence[str]) -> list[dict]:
+    """Objects of a file holding one JSON list; a missing key names the list index."""
+    path = Path(path)
+    return _cached(
+        path,
+        lambda: _load("json", path),
+        Dataset.to_list,
+        lambda: _scan_json_records(path, required),
+        lambda records: _has_keys(records, required),
+    )

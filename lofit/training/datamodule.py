@@ -3,15 +3,18 @@
 The training sampler is always a `DistributedSampler` seeded by the run seed (one replica when
 not distributed), so the data order depends only on (seed, epoch): a run resumed from a
 checkpoint sees the same batches as an uninterrupted one, and DDP shards the same permutation.
+Splits are `datasets.Dataset`s tokenized with `Dataset.map`; rows come out as plain dicts of
+lists, so the loaders and the collator see exactly what a list of features would give them.
 """
 
 from __future__ import annotations
 
 import lightning as L
+from datasets import Dataset
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lofit.backbone import Backbone
-from lofit.data.collate import Features, PadCollator, tokenize_examples
+from lofit.data.collate import PadCollator, tokenize_dataset
 from lofit.tasks.base import Split, Task
 from lofit.training.config import DataConfig
 
@@ -32,17 +35,17 @@ class LoFiTDataModule(L.LightningDataModule):
         self.backbone = backbone
         self.config = config or DataConfig()
         self.seed = seed
-        self.splits: dict[str, list[Features]] = {}
+        self.splits: dict[str, Dataset] = {}
         self.collate = PadCollator(backbone.tokenizer.pad_token_id)
 
-    def features(self, split: Split) -> list[Features]:
+    def features(self, split: Split) -> Dataset:
         """Tokenized examples of a split (cached); limits from the config apply."""
         if split not in self.splits:
             limit = {"train": self.config.train_limit, "val": self.config.val_limit}.get(split)
             examples = self.task.examples(split)[:limit]
             if not examples:
                 raise ValueError(f"task '{self.task.name}' has no '{split}' examples")
-            self.splits[split] = tokenize_examples(
+            self.splits[split] = tokenize_dataset(
                 self.backbone, examples, self.config.max_length, self.config.max_prompt_length
             )
         return self.splits[split]
