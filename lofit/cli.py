@@ -11,6 +11,8 @@ Each subcommand's typed, documented signature is its CLI and YAML schema (jsonar
     lofit generate --task.name truthfulqa --adapter ... --output_file answers.jsonl
     lofit judge answers.jsonl --judge_config.model gpt-4o --require true
     lofit serve --backbone.model data/models/base --adapter outputs/mquake/tune/adapter --port 8000
+    lofit iti --task.name truthfulqa --top_k '[8, 27]' --alpha '[5, 15]'     # baselines, same data
+    lofit lora --config configs/mquake-lora.yaml && lofit evaluate --task.name mquake --adapter outputs/lora/lora
 Add a subcommand by adding a typed function to `SUBCOMMANDS`.
 """
 
@@ -24,6 +26,7 @@ from typing import Literal
 
 from lofit.backbone import BackboneConfig
 from lofit.judge import JudgeConfig
+from lofit.methods.commands import iti, lora, red, repe
 from lofit.serve import serve
 from lofit.training.config import (
     ConfigError,
@@ -120,7 +123,7 @@ def evaluate(
 
     Args:
         task: the task to evaluate.
-        adapter: folder written by `lofit tune` (None: the base model).
+        adapter: an edit folder: `lofit tune` adapter, ITI adapter, LoRA, RED or RepE steering (None: base model).
         backbone: the frozen model the adapter was trained on.
         split: which split to score.
         limit: score only the first N examples.
@@ -138,19 +141,27 @@ def evaluate(
 
 
 def _with_adapter(backbone: BackboneConfig, adapter: str | None):
-    """Load the backbone; a context manager that applies the adapter (or does nothing)."""
+    """Load the backbone; a context manager that applies the edit (any method's folder) or does nothing."""
     import contextlib
 
     from lofit.backbone import load_backbone
+    from lofit.methods.loading import edit_method, load_edit
 
-    if adapter is not None and not Path(adapter).is_dir():
-        raise ConfigError(f"adapter {adapter}: folder not found")
+    if adapter is not None:
+        if not Path(adapter).is_dir():
+            raise ConfigError(f"adapter {adapter}: folder not found")
+        try:
+            edit_method(adapter)  # an unknown folder fails before the weights load
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     model = load_backbone(backbone)
     if adapter is None:
         return model, contextlib.nullcontext()
-    from lofit.adapter import load_adapter
-
-    return model, load_adapter(adapter, model).applied(model.model, model.family)
+    try:
+        edit = load_edit(adapter, model)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return model, edit.applied(model.model, model.family)
 
 
 def convert(model: str = "embedded:smollm2-135m-instruct", output_dir: str = "data/models/base") -> dict:
@@ -208,7 +219,7 @@ def generate(
 
     Args:
         task: a truthfulqa task (its fold picks the questions).
-        adapter: folder written by `lofit tune` (None: the base model).
+        adapter: an edit folder: `lofit tune` adapter, ITI adapter, LoRA, RED or RepE steering (None: base model).
         backbone: the frozen model.
         split: which split's questions to answer.
         limit: answer only the first N questions.
@@ -260,6 +271,10 @@ SUBCOMMANDS: dict[str, Callable[..., dict | None]] = {
     "generate": generate,
     "judge": judge,
     "serve": serve,
+    "iti": iti,
+    "repe": repe,
+    "lora": lora,
+    "red": red,
 }
 
 

@@ -414,7 +414,7 @@ def create_app(
 
     Args:
         backbone: the frozen model (its model is modified in place by the adapter hooks).
-        adapter_path: folder written by `lofit tune`, or None for the base model.
+        adapter_path: an edit folder (LoFiT/ITI adapter, LoRA, RED, RepE steering), or None for the base model.
         model_id: the only model name requests may ask for.
         fault_plan: test-only misbehaviour, see `FaultPlan`.
         scripted_reply: test-only: called with the rendered prompt text; a string return is sent
@@ -422,9 +422,9 @@ def create_app(
         max_queue: requests allowed to wait for the model before 503s.
     """
     if adapter_path is not None:
-        from lofit.adapter import load_adapter
+        from lofit.methods.loading import load_edit
 
-        load_adapter(adapter_path, backbone).attach(backbone.model, backbone.family)
+        load_edit(adapter_path, backbone).attach(backbone.model, backbone.family)
     engine = Engine(backbone, max_queue)
     faults = FaultPlan(fault_plan)
     app = FastAPI(title="lofit serve", docs_url=None, redoc_url=None)

@@ -9,12 +9,20 @@ from jsonargparse import capture_parser
 
 from lofit.backbone import BackboneConfig
 from lofit.cli import SUBCOMMANDS, main
+from lofit.methods.lora import LoRAStepConfig
+from lofit.methods.red import REDStepConfig
 from lofit.tasks.base import Task
 from lofit.training import DataConfig, SelectionConfig, TrainerConfig, TuningConfig
 from lofit.training.run import build_task, build_trainer
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-STEP_CONFIG = {"select": ("selection", SelectionConfig), "tune": ("tuning", TuningConfig)}
+STEP_CONFIG = {
+    "select": ("selection", SelectionConfig),
+    "tune": ("tuning", TuningConfig),
+    "lora": ("lora", LoRAStepConfig),
+    "red": ("red", REDStepConfig),
+}
+GRID_COMMANDS = {"iti": "top_k", "repe": "top_layers"}  # training-free: a validation grid, no Trainer
 
 
 def parser():
@@ -31,15 +39,20 @@ def test_configs_cover_every_task_and_step():
     names = {path.stem for path in CONFIGS}
     for task in ("truthfulqa", "mquake", "clutrr"):
         assert {f"{task}-select", f"{task}-tune"} <= names
+    assert {"truthfulqa-iti", "truthfulqa-repe", "mquake-lora", "mquake-red"} <= names
     assert any("nf4" in name and "ddp" in name for name in names)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_parses_and_instantiates(path, tmp_path):
     command = subcommand_of(path)
-    assert command in STEP_CONFIG, f"{path.name}: name must end in -select or -tune"
+    assert command in {*STEP_CONFIG, *GRID_COMMANDS}, f"{path.name}: name must end in a subcommand"
     cli = parser()
     config = cli.instantiate_classes(cli.parse_args([command, "--config", str(path)]))[command]
+    if command in GRID_COMMANDS:
+        assert len(config[GRID_COMMANDS[command]]) >= 1 and len(config["alpha"]) >= 1
+        assert isinstance(config["backbone"], BackboneConfig) and isinstance(build_task(config["task"]), Task)
+        return
     group, cls = STEP_CONFIG[command]
     assert isinstance(config[group], cls)
     assert isinstance(config["backbone"], BackboneConfig) and isinstance(config["data"], DataConfig)
@@ -72,6 +85,11 @@ def test_cli_overrides_reach_nested_settings():
         (["select", "--task.name", "mquake", "--selection.l1_lambda", "-1"], "l1_lambda must be >= 0"),
         (["tune", "--task.name", "mquake", "--tuning.heads", "no.json"], "heads file no.json: file not found"),
         (["select", "--task.name", "mquake", "--ckpt_path", "nope.ckpt"], "ckpt_path nope.ckpt: file not found"),
+        (["iti", "--task.name", "mquake"], "task 'mquake' has none (use truthfulqa)"),
+        (["repe", "--task.name", "truthfulqa", "--alpha", "[]"], "grid's 'alpha' must be a non-empty list"),
+        (["lora", "--task.name", "mquake", "--lora.r", "0"], "LoRA rank r must be a positive integer"),
+        (["red", "--task.name", "mquake", "--red.lr", "0"], "lr must be positive"),
+        (["evaluate", "--task.name", "mquake", "--adapter", "."], "not an edit folder"),
     ],
 )
 def test_cli_rejects_bad_input_before_training(argv, message, tmp_path, capsys):

@@ -125,6 +125,56 @@ def mass_mean_shift(acts: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     return unit.float(), float((acts @ unit).std(unbiased=False))
 
 
+class ITIProbes(NamedTuple):
+    """Everything ITI reads from the model once; any (K, α) intervention is built from it cheaply."""
+
+    activations: torch.Tensor  # (N, layers, heads, head_dim) at the last token of each statement
+    labels: torch.Tensor  # (N,) 1 = true statement
+    accuracies: torch.Tensor  # (layers, heads), validation accuracy of each head's probe
+
+
+def probe_heads(
+    backbone: Backbone,
+    questions: Sequence[ContrastQuestion],
+    seed: int = 42,
+    val_fraction: float = 0.2,
+    batch_size: int = 16,
+    probe_steps: int = 300,
+) -> ITIProbes:
+    """Steps 1-2 of ITI: head activations of every statement and each head's probe accuracy.
+
+    Questions are split (by question, seeded) into a part that fits the probes and a part that
+    scores them, so no statement of a scoring question leaks into a probe.
+    """
+    check_questions(questions)
+    g = backbone.geometry
+    texts, labels, groups = labeled_statements(questions)
+    fit_questions, _ = split_questions(len(questions), val_fraction, seed)
+    fit_rows = in_groups(groups, fit_questions)
+    acts = head_activations(backbone, texts, batch_size)
+    flat = acts.reshape(len(texts), g.num_total_heads, g.head_dim)
+    accuracies = probe_accuracies(
+        flat[fit_rows], labels[fit_rows], flat[~fit_rows], labels[~fit_rows], steps=probe_steps
+    ).reshape(g.num_layers, g.num_heads)
+    return ITIProbes(acts, labels, accuracies)
+
+
+def iti_intervention(probes: ITIProbes, backbone: Backbone, top_k: int | float, alpha: float) -> HeadIntervention:
+    """Steps 3-5 of ITI: offsets α·σ·θ̂ on the K heads whose probes score best (not attached)."""
+    if not math.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"ITI alpha must be a finite number >= 0, got {alpha}")
+    g = backbone.geometry
+    k = resolve_top_k(top_k, g.num_total_heads)
+    chosen = [head for head, _ in iti_ranking(probes.accuracies, backbone.name, g).top(k)]
+    rows = []
+    for layer, head in chosen:
+        unit, sigma = mass_mean_shift(probes.activations[:, layer, head], probes.labels)
+        rows.append(alpha * sigma * unit)
+    intervention = HeadIntervention(g, components=("offset",), heads=chosen)
+    intervention.load_head_rows("offset", torch.stack(rows))
+    return intervention.to(next(backbone.model.parameters()).device)
+
+
 def fit_iti(
     backbone: Backbone,
     questions: Sequence[ContrastQuestion],
@@ -152,25 +202,9 @@ def fit_iti(
     """
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"ITI alpha must be a finite number >= 0, got {alpha}")
-    check_questions(questions)
-    g = backbone.geometry
-    k = resolve_top_k(top_k, g.num_total_heads)
-    texts, labels, groups = labeled_statements(questions)
-    fit_questions, _ = split_questions(len(questions), val_fraction, seed)
-    fit_rows = in_groups(groups, fit_questions)
-    acts = head_activations(backbone, texts, batch_size)
-    flat = acts.reshape(len(texts), g.num_total_heads, g.head_dim)
-    accuracies = probe_accuracies(
-        flat[fit_rows], labels[fit_rows], flat[~fit_rows], labels[~fit_rows], steps=probe_steps
-    ).reshape(g.num_layers, g.num_heads)
-    chosen = [head for head, _ in iti_ranking(accuracies, backbone.name, g).top(k)]
-    rows = []
-    for layer, head in chosen:
-        unit, sigma = mass_mean_shift(acts[:, layer, head], labels)
-        rows.append(alpha * sigma * unit)
-    intervention = HeadIntervention(g, components=("offset",), heads=chosen)
-    intervention.load_head_rows("offset", torch.stack(rows))
-    return ITIFit(intervention.to(next(backbone.model.parameters()).device), accuracies)
+    resolve_top_k(top_k, backbone.geometry.num_total_heads)  # fail before reading activations
+    probes = probe_heads(backbone, questions, seed, val_fraction, batch_size, probe_steps)
+    return ITIFit(iti_intervention(probes, backbone, top_k, alpha), probes.accuracies)
 
 
 def save_iti(

@@ -181,17 +181,33 @@ def fit_repe(
         raise ValueError(f"RepE alpha must be finite, got {alpha}")
     check_questions(questions)
     num_layers = len(decoder_layers(backbone.model, backbone.family))
-    count = resolve_top_k(top_layers, num_layers, name="top_layers", unit="layers")
+    resolve_top_k(top_layers, num_layers, name="top_layers", unit="layers")  # fail before reading states
     trues, falses, groups = contrast_pairs(questions)
     fit_questions, _ = split_questions(len(questions), val_fraction, seed)
     fit_rows = torch.isin(groups, fit_questions)
     differences = layer_states(backbone, trues, batch_size) - layer_states(backbone, falses, batch_size)
     directions = reading_vectors(differences[fit_rows], seed)
     accuracies = separation_accuracy(differences[~fit_rows], directions)
+    steering = steering_for(backbone, accuracies, directions, top_layers, alpha)
+    return RepEFit(steering, accuracies, directions)
+
+
+def steering_for(
+    backbone: Backbone, accuracies: torch.Tensor, directions: torch.Tensor, top_layers: int | float, alpha: float
+) -> ResidualSteering:
+    """α · direction on the `top_layers` layers of best validation accuracy (ties: lower layer first).
+
+    Building a steering from a fit's accuracies and directions needs no forward pass, so a
+    validation search over α and the layer count reads the model once.
+    """
+    if not math.isfinite(alpha):
+        raise ValueError(f"RepE alpha must be finite, got {alpha}")
+    num_layers = len(accuracies)
+    count = resolve_top_k(top_layers, num_layers, name="top_layers", unit="layers")
     order = sorted(range(num_layers), key=lambda layer: -accuracies[layer].item())[:count]
     hidden = text_config(backbone.model.config).hidden_size
     steering = ResidualSteering(num_layers, hidden, order, alpha * directions[order])
-    return RepEFit(steering.to(next(backbone.model.parameters()).device), accuracies, directions)
+    return steering.to(next(backbone.model.parameters()).device)
 
 
 @dataclass

@@ -1,0 +1,217 @@
+"""`lofit iti|repe|lora|red`: the baselines as CLI subcommands, shaped like `lofit select|tune`.
+
+Each typed, documented signature is the subcommand's CLI and YAML schema. Training-free methods
+(ITI, RepE) read TruthfulQA's train split and pick their settings on its val split; trained ones
+(LoRA, RED) use LoFiT's data module, losses and Trainer. Every command writes a folder that
+`lofit evaluate --adapter` (and generate/serve) loads without being told the method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from lofit.backbone import Backbone, BackboneConfig
+from lofit.io import write_json
+from lofit.methods.lora import LoRAStepConfig
+from lofit.methods.red import REDStepConfig
+from lofit.training.config import ConfigError, DataConfig, TaskSpec, TrainerConfig, ValidationConfig
+
+SEARCH_FILE = "search.json"
+SEARCH_KEYS = ("mc1", "mc2")  # MC1 decides, MC2 breaks ties
+
+
+def _truthfulqa(task: TaskSpec):
+    """The task object; the contrast statements of ITI and RepE exist for TruthfulQA only."""
+    from lofit.tasks.truthfulqa import TruthfulQA
+    from lofit.training.run import build_task
+
+    task_obj = build_task(task)
+    if not isinstance(task_obj, TruthfulQA):
+        raise ConfigError(f"ITI and RepE read true/false answers; task '{task.name}' has none (use truthfulqa)")
+    return task_obj
+
+
+def _search(
+    backbone: Backbone,
+    task_obj: Any,
+    candidates: list[dict[str, Any]],
+    build: Callable[[Mapping[str, Any]], Any],
+    val_limit: int | None,
+    batch_size: int,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Validation MC scores of the edit each candidate builds; the best candidate and all rows."""
+    import torch
+
+    from lofit.methods.search import best_on_validation
+
+    def score(candidate: Mapping[str, Any]) -> dict[str, float]:
+        edit = build(candidate)
+        with edit.applied(backbone.model, backbone.family), torch.no_grad():
+            return task_obj.evaluate(backbone, split="val", limit=val_limit, batch_size=batch_size)
+
+    return best_on_validation(candidates, score, SEARCH_KEYS)
+
+
+def iti(
+    task: TaskSpec,
+    backbone: BackboneConfig = BackboneConfig(),
+    top_k: tuple[int | float, ...] = (0.03,),
+    alpha: tuple[float, ...] = (15.0,),
+    seed: int = 42,
+    val_limit: int | None = None,
+    batch_size: int = 16,
+    probe_steps: int = 300,
+    output_dir: str = "outputs/iti",
+) -> dict:
+    """Inference-Time Intervention: probes on the train split, K and α chosen on the val split.
+
+    Writes `adapter/` (a lofit offset adapter), `probes.json` (every head's probe accuracy, as a
+    heads file for step-2 ablations) and `search.json` (the validation grid) into `output_dir`.
+
+    Args:
+        task: a truthfulqa task (its fold picks the splits).
+        backbone: the frozen model.
+        top_k: candidate head counts (int) or fractions of all heads (float).
+        alpha: candidate strengths α ≥ 0.
+        seed: seeds the probes' fit/validation question split.
+        val_limit: score candidates on the first N val questions (None: all).
+        batch_size: statements per forward pass, questions per MC batch.
+        probe_steps: Adam steps of each logistic probe.
+        output_dir: where the chosen edit goes.
+    """
+    from lofit.backbone import load_backbone
+    from lofit.methods.contrast import truthfulqa_contrasts
+    from lofit.methods.iti import ITIFit, iti_intervention, probe_heads, save_iti
+    from lofit.methods.search import grid
+
+    task_obj = _truthfulqa(task)
+    try:
+        candidates = grid(top_k=list(top_k), alpha=list(alpha))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    model = load_backbone(backbone)
+    probes = probe_heads(model, truthfulqa_contrasts(task_obj.rows("train")), seed, batch_size=batch_size, probe_steps=probe_steps)
+
+    def build(candidate: Mapping[str, Any]):
+        return iti_intervention(probes, model, candidate["top_k"], candidate["alpha"])
+
+    best, rows = _search(model, task_obj, candidates, build, val_limit, batch_size)
+    chosen = build(best)
+    save_iti(output_dir, ITIFit(chosen, probes.accuracies), model, best["alpha"], extra={"search": SEARCH_FILE})
+    write_json(Path(output_dir) / SEARCH_FILE, {"keys": list(SEARCH_KEYS), "chosen": best, "grid": rows})
+    return {"chosen": best, "heads": len(chosen.heads), "edited_parameters": chosen.num_trainable, "output_dir": output_dir}
+
+
+def repe(
+    task: TaskSpec,
+    backbone: BackboneConfig = BackboneConfig(),
+    top_layers: tuple[int | float, ...] = (0.25,),
+    alpha: tuple[float, ...] = (4.0,),
+    seed: int = 42,
+    val_limit: int | None = None,
+    batch_size: int = 16,
+    output_dir: str = "outputs/repe",
+) -> dict:
+    """RepE reading vectors from train-split contrast pairs; layers and α chosen on the val split.
+
+    Writes `steering/` (vectors + config) and `search.json` (the validation grid) into `output_dir`.
+
+    Args:
+        task: a truthfulqa task (its fold picks the splits).
+        backbone: the frozen model.
+        top_layers: candidate steered-layer counts (int) or fractions of all layers (float).
+        alpha: candidate steering strengths (residual-stream units; directions are unit-norm).
+        seed: seeds the question split and the PCA sign flips.
+        val_limit: score candidates on the first N val questions (None: all).
+        batch_size: statements per forward pass, questions per MC batch.
+        output_dir: where the chosen edit goes.
+    """
+    from lofit.backbone import load_backbone
+    from lofit.methods.contrast import truthfulqa_contrasts
+    from lofit.methods.repe import fit_repe, save_steering, steering_for
+    from lofit.methods.search import grid
+
+    task_obj = _truthfulqa(task)
+    try:
+        candidates = grid(top_layers=list(top_layers), alpha=list(alpha))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    model = load_backbone(backbone)
+    fit = fit_repe(model, truthfulqa_contrasts(task_obj.rows("train")), top_layers[0], alpha[0], seed, batch_size=batch_size)
+
+    def build(candidate: Mapping[str, Any]):
+        return steering_for(model, fit.layer_accuracies, fit.directions, candidate["top_layers"], candidate["alpha"])
+
+    best, rows = _search(model, task_obj, candidates, build, val_limit, batch_size)
+    chosen = build(best)
+    save_steering(chosen, Path(output_dir) / "steering", model, extra={**best, "search": SEARCH_FILE})
+    write_json(Path(output_dir) / SEARCH_FILE, {"keys": list(SEARCH_KEYS), "chosen": best, "grid": rows})
+    return {"chosen": best, "layers": chosen.layers, "edited_parameters": chosen.num_edited, "output_dir": output_dir}
+
+
+def lora(
+    task: TaskSpec,
+    lora: LoRAStepConfig = LoRAStepConfig(),
+    backbone: BackboneConfig = BackboneConfig(),
+    data: DataConfig = DataConfig(),
+    trainer: TrainerConfig = TrainerConfig(),
+    validation: ValidationConfig = ValidationConfig(),
+    output_dir: str = "outputs/lora",
+    ckpt_path: str | None = None,
+) -> dict:
+    """LoRA (peft) trained with LoFiT's loss for the task (SFT or DPO against the base model).
+
+    Writes `lora/` (a standard peft adapter folder), `metrics.json`, checkpoints and a CSV log.
+
+    Args:
+        task: the task to train on.
+        lora: rank, α, dropout, target modules, learning rate, seed.
+        backbone: the frozen model.
+        data: batching and truncation.
+        trainer: epochs, devices, strategy, precision, clipping.
+        validation: optional task metric on the val split.
+        output_dir: run directory.
+        ckpt_path: resume from this checkpoint.
+    """
+    from lofit.methods.lora import LoRAModule
+    from lofit.training.run import check_resume, fit, load_for_training
+
+    check_resume(ckpt_path)
+    task_obj, loss, model = load_for_training(task, backbone, lora.seed)
+    module = LoRAModule(model, loss, lora, output_dir)
+    return fit(module, task_obj, data, trainer, validation, output_dir, ckpt_path)
+
+
+def red(
+    task: TaskSpec,
+    red: REDStepConfig = REDStepConfig(),
+    backbone: BackboneConfig = BackboneConfig(),
+    data: DataConfig = DataConfig(),
+    trainer: TrainerConfig = TrainerConfig(),
+    validation: ValidationConfig = ValidationConfig(),
+    output_dir: str = "outputs/red",
+    ckpt_path: str | None = None,
+) -> dict:
+    """RED: a scale and a bias on every layer's MLP output, trained with LoFiT's loss for the task.
+
+    Writes `red/` (scales + biases + config), `metrics.json`, checkpoints and a CSV log.
+
+    Args:
+        task: the task to train on.
+        red: learning rate, seed, DPO and checkpoint-choice settings.
+        backbone: the frozen model.
+        data: batching and truncation.
+        trainer: epochs, devices, strategy, precision, clipping.
+        validation: optional task metric on the val split.
+        output_dir: run directory.
+        ckpt_path: resume from this checkpoint.
+    """
+    from lofit.methods.red import REDModule
+    from lofit.training.run import check_resume, fit, load_for_training
+
+    check_resume(ckpt_path)
+    task_obj, loss, model = load_for_training(task, backbone, red.seed)
+    module = REDModule(model, loss, red, output_dir)
+    return fit(module, task_obj, data, trainer, validation, output_dir, ckpt_path)
