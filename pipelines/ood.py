@@ -2,12 +2,15 @@
 
 The LoFiT model is the backbone with the TruthfulQA adapter of `ood.adapter_run` (the paper's
 Table 5 setting); results go to runs/ood/METHOD/TASK/{predictions.jsonl,summary.json}.
+The comparison pipeline's `ood@METHOD-TASK` stages (compare/dvc.yaml) run the same check for the
+ITI and RepE edits fitted on that run, into compare/runs/ood/METHOD/TASK/.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from compare_common import COMPARE_RUNS, EDIT_FOLDERS
 from sample_limits import limit_for
 from stage_params import RAW_DIR, RUNS_DIR, RunParams, load_params
 
@@ -18,7 +21,7 @@ from lofit.training.config import TaskSpec
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--task", choices=["triviaqa", "nq_open", "mmlu"], required=True)
-    parser.add_argument("--method", choices=["base", "lofit"], required=True)
+    parser.add_argument("--method", choices=["base", "lofit", "iti", "repe"], required=True)
     args = parser.parse_args()
     params = load_params()
     run = RunParams(params["ood"]["adapter_run"], params)
@@ -26,7 +29,12 @@ def main() -> None:
     options = dict(run.params["ood"]["options"].get(args.task) or {})
     if args.task == "mmlu":  # a seeded sample across all subjects, not the first subject's rows
         options["sample"], limit = limit, None
-    adapter = str(run.dir / "tune" / "adapter") if args.method == "lofit" else None
+    adapter, out = None, RUNS_DIR / "ood" / args.method / args.task
+    if args.method == "lofit":
+        adapter = str(run.dir / "tune" / "adapter")
+    elif args.method in ("iti", "repe"):
+        adapter = str(COMPARE_RUNS / run.name / args.method / EDIT_FOLDERS[args.method])
+        out = COMPARE_RUNS / "ood" / args.method / args.task
     evaluate(
         task=TaskSpec(name=args.task, data_dir=RAW_DIR, options=options),
         adapter=adapter,
@@ -34,7 +42,7 @@ def main() -> None:
         split="test",
         limit=limit,
         batch_size=run.params["eval"]["batch_size"],
-        output_dir=str(RUNS_DIR / "ood" / args.method / args.task),
+        output_dir=str(out),
     )
 
 

@@ -2,7 +2,7 @@
 
 Runs the real pipeline in a copy of the repository, checks the metrics files and the results
 table, then changes one step-2 parameter of one run and checks that only the stages that depend
-on it rerun.
+on it rerun. Last, the opt-in comparison pipeline (compare/dvc.yaml) runs on a small grid.
 """
 
 from __future__ import annotations
@@ -22,18 +22,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("truthfulqa_fold0", "truthfulqa_fold1", "mquake", "clutrr")
 
 
-def dvc(repo: Path, *args: str) -> str:
+def dvc(repo: Path, *args: str, stderr: bool = True) -> str:
     # stage commands call `python`: it must be this environment's, as after `. .venv/bin/activate`
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     env.pop("OPENAI_API_KEY", None)  # the judge stages must record "not judged" and go on
     result = subprocess.run([str(bin_dir / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result.stdout + result.stderr
+    return result.stdout + (result.stderr if stderr else "")
 
 
 def ran_stages(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
+    """Stage names DVC ran (without the `compare/dvc.yaml:` prefix of the second pipeline's stages)."""
+    return set(re.findall(r"Running stage '(?:[^':]+:)?([^']+)'", output))
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def pipeline_repo(tmp_path_factory, shared_data, tokenizer):
     repo.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, repo / name)
-    for folder in ("pipelines", "lofit"):
+    for folder in ("pipelines", "lofit", "compare"):
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["profile"] = "test"
@@ -85,7 +86,8 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline_repo):
         for method in ("base", "lofit"):
             summary = json.loads((repo / "runs" / run / "eval" / method / "summary.json").read_text())
             assert summary["num_examples"] == 3
-    shown = json.loads(dvc(repo, "metrics", "show", "--json"))
+    # stderr warns that reports/comparison.json (the opt-in comparison) does not exist yet
+    shown = json.loads(dvc(repo, "metrics", "show", "--json", stderr=False))
     files = next(iter(shown.values()))["data"]
     assert "runs/mquake/eval/lofit/summary.json" in files
     assert "reports/metrics.json" in files
@@ -122,3 +124,70 @@ def test_changing_one_param_reruns_only_its_dependents(pipeline_repo):
     output = dvc(repo, "repro")
     assert ran_stages(output) == {"tune_biases@mquake", "evaluate_lofit@mquake", "report"}
     assert ran_stages(dvc(repo, "repro")) == set()
+
+
+TINY_COMPARE = {
+    "seeds": [42, 7],
+    "eval_limit": {"cpu": 2, "cuda": None},
+    "iti": {"runs": ["truthfulqa_fold0"], "top_k": [2, 3], "alpha": [1.0, 5.0]},
+    "repe": {"runs": ["truthfulqa_fold0"], "top_layers": [1], "alpha": [1.0, 2.0]},
+    "peft": {
+        "runs": ["mquake"],
+        "methods": ["lora", "red"],
+        "lora": {"r": 2, "lora_alpha": 4.0, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "lr": 1.0e-3},
+        "red": {"lr": 1.0e-2},
+    },
+    "random_heads": {"runs": ["truthfulqa_fold0"]},
+    "iti_heads": {"runs": ["truthfulqa_fold0"]},
+    "head_swap": {"runs": ["mquake", "clutrr"]},
+    "k_sweep": {"runs": ["mquake"], "top_k": [1, 0.5]},
+    "data_efficiency": {"runs": ["mquake"], "train_size": [2], "methods": ["lofit", "lora"]},
+    "lofit": {"runs": ["mquake"], "seeds": [7]},
+    "ood": {"methods": ["iti", "repe"]},
+}
+
+
+def compare_info(repo: Path, run: str, label: str) -> dict:
+    folder = repo / "compare" / "runs" / run / label
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["num_examples"] == 2, folder
+    return json.loads((folder / "info.json").read_text())
+
+
+def test_comparison_pipeline_runs_every_baseline_and_ablation(pipeline_repo):
+    repo, _ = pipeline_repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["compare"] = TINY_COMPARE
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran_stages(dvc(repo, "repro")) == set(), "the main pipeline must not depend on the comparison"
+    stages = ran_stages(dvc(repo, "repro", "compare/dvc.yaml"))
+    assert {"iti@truthfulqa_fold0", "repe@truthfulqa_fold0", "compare_report"} <= stages
+    assert {f"peft@mquake-{m}-{s}" for m in ("lora", "red") for s in (42, 7)} <= stages
+
+    iti = compare_info(repo, "truthfulqa_fold0", "iti")
+    search = json.loads((repo / "compare" / "runs" / "truthfulqa_fold0" / "iti" / "search.json").read_text())
+    assert len(search["grid"]) == 4 and iti["choice"]["alpha"] == search["chosen"]["alpha"]
+    assert iti["edited_parameters"] == iti["top_k"] * 8  # head_dim of the tiny model
+    assert compare_info(repo, "truthfulqa_fold0", "repe")["choice"]["alpha"] in (1.0, 2.0)
+    lora = compare_info(repo, "mquake", "lora-s7")
+    assert lora["method"] == "lora" and lora["seed"] == 7 and lora["edited_parameters"] > 0
+    assert (repo / "compare" / "runs" / "mquake" / "lora-s7" / "lora" / "adapter_config.json").is_file()
+    assert compare_info(repo, "truthfulqa_fold0", "heads-random-s42")["heads_source"] == "random"
+    assert compare_info(repo, "truthfulqa_fold0", "heads-iti-s7")["heads_source"] == "iti"
+    assert compare_info(repo, "mquake", "heads-from-mquake-s42")["reused_main_run"] is True
+    assert compare_info(repo, "mquake", "heads-from-mquake-s7")["reused_main_run"] is False
+    assert compare_info(repo, "clutrr", "heads-from-mquake-s42")["heads_source"] == "mquake"
+    assert compare_info(repo, "mquake", "k0.5-s42")["top_k"] == 4  # half of the tiny model's 8 heads
+    assert compare_info(repo, "mquake", "n2-lofit-s42")["train_size"] == 2
+    assert compare_info(repo, "mquake", "lofit-s7")["experiment"] == "lofit_seeds"
+    for method in ("iti", "repe"):
+        for task in ("triviaqa", "nq_open", "mmlu"):
+            assert (repo / "compare" / "runs" / "ood" / method / task / "summary.json").is_file()
+
+    report = (repo / "reports" / "comparison.md").read_text()
+    assert "ITI" in report and "LoRA" in report and "RED" in report and "RepE" in report
+    assert json.loads((repo / "reports" / "comparison.json").read_text())
+    assert {"head_swap.png", "k_sweep.png", "data_efficiency.png", "head_layers.png"} <= {
+        path.name for path in (repo / "reports" / "comparison").glob("*.png")
+    }
+    assert ran_stages(dvc(repo, "repro", "compare/dvc.yaml")) == set()

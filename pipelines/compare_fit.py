@@ -1,0 +1,57 @@
+"""DVC stages `iti@RUN` / `repe@RUN` (compare/dvc.yaml): a training-free baseline on a TruthfulQA run.
+
+Fits on the run's train split, picks the grid point (`compare.iti` / `compare.repe`) with the best
+val MC1 (then MC2), and scores the chosen edit on the test prefix. Writes compare/runs/RUN/METHOD/.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from compare_common import EDIT_FOLDERS, evaluate_edit, experiment_dir, write_info
+from stage_params import run_params
+
+from lofit.methods.commands import iti, repe
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--method", choices=["iti", "repe"], required=True)
+    args = parser.parse_args()
+    run = run_params(args.run)
+    settings = run.params["compare"][args.method]
+    out = experiment_dir(args.run, args.method)
+    common = dict(
+        task=run.task(),
+        backbone=run.backbone(),
+        alpha=tuple(settings["alpha"]),
+        seed=run.params["seed"],
+        val_limit=run.profile.get("val_limit"),
+        batch_size=run.params["eval"]["batch_size"],
+        output_dir=str(out),
+    )
+    if args.method == "iti":
+        result = iti(top_k=tuple(settings["top_k"]), **common)
+    else:
+        result = repe(top_layers=tuple(settings["top_layers"]), **common)
+    evaluate_edit(run, out / EDIT_FOLDERS[args.method], out)
+    chosen = result["chosen"]
+    if args.method == "iti":
+        choice = {"top_k": result["heads"], "alpha": chosen["alpha"], "grid_top_k": chosen["top_k"]}
+    else:
+        choice = {"layers": result["layers"], "alpha": chosen["alpha"], "grid_top_layers": chosen["top_layers"]}
+    write_info(
+        out,
+        run,
+        method=args.method,
+        experiment="table1",
+        seed=None,
+        edited_parameters=result["edited_parameters"],
+        top_k=result.get("heads"),
+        choice=choice,
+    )
+
+
+if __name__ == "__main__":
+    main()
