@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import time
 
 import torch
+from common import generation_speed, peak_mb
 
 from lofit.backbone import BackboneConfig, load_backbone
 from lofit.intervention import HeadIntervention
 from lofit.merge import merge_into
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def time_steps(model, batch, steps: int, trainable: list[torch.Tensor], embeds_require_grad: bool) -> list[float]:
@@ -39,17 +35,6 @@ def time_steps(model, batch, steps: int, trainable: list[torch.Tensor], embeds_r
             t.grad = None
         times.append(time.perf_counter() - start)
     return times[1:]
-
-
-def generation_speed(model, tokenizer, prompts: list[str], new_tokens: int) -> float:
-    tokenizer.padding_side = "left"
-    enc = tokenizer(prompts, return_tensors="pt", padding=True)
-    start = time.perf_counter()
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-    elapsed = time.perf_counter() - start
-    return (out.shape[1] - enc["input_ids"].shape[1]) * len(prompts) / elapsed
 
 
 def main() -> None:
@@ -72,13 +57,16 @@ def main() -> None:
     with intervention.applied(model):
         hooked = time_steps(model, batch, args.steps, list(intervention.parameters()), embeds_require_grad=True)
 
-    prompts = ["Q: What happens if you eat watermelon seeds? A:"] * args.gen_batch
+    tokenizer = backbone.tokenizer
+    tokenizer.padding_side = "left"
+    prompt = "Q: What happens if you eat watermelon seeds? A:"
+    prompts = tokenizer([prompt] * args.gen_batch, return_tensors="pt", padding=True)
     offsets = HeadIntervention(backbone.geometry, ("offset",), init_std=1e-2, generator=torch.Generator().manual_seed(0))
-    gen = {"base": generation_speed(model, backbone.tokenizer, prompts, args.gen_tokens)}
+    gen = {"base": generation_speed(model, prompts, args.gen_tokens, tokenizer.pad_token_id)}
     with offsets.applied(model):
-        gen["hooked"] = generation_speed(model, backbone.tokenizer, prompts, args.gen_tokens)
+        gen["hooked"] = generation_speed(model, prompts, args.gen_tokens, tokenizer.pad_token_id)
     merge_into(model, offsets)
-    gen["merged"] = generation_speed(model, backbone.tokenizer, prompts, args.gen_tokens)
+    gen["merged"] = generation_speed(model, prompts, args.gen_tokens, tokenizer.pad_token_id)
 
     plain_s, hooked_s = statistics.median(plain), statistics.median(hooked)
     print(json.dumps({
@@ -91,7 +79,7 @@ def main() -> None:
         "generation_batch": args.gen_batch,
         "hooked_vs_base": round(gen["hooked"] / gen["base"], 3),
         "merged_vs_base": round(gen["merged"] / gen["base"], 3),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_mb(torch.device("cpu")), 1),
     }, indent=2))
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,112 +27,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from common import STORAGES, batch_for, load, run_child, timed_steps, train_step
 
-from lofit.backbone import Backbone, BackboneConfig, load_backbone, wrap_model
-from lofit.data.collate import IGNORE_INDEX
+from lofit.backbone import Backbone
 from lofit.training import BiasTuningModule, HeadSelectionModule, SelectionConfig, TuningConfig
 from lofit.training.heads import HeadRanking, write_heads
-from lofit.quantized import keep_4bit_differentiable
-
-STORAGES = ("fp32", "int8", "nf4")
-
-
-# ------------------------------------------------------------------ memory
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
-
-
-def peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def measure(fn: Callable[[], None], steps: int, device: torch.device) -> dict[str, float]:
     """Median seconds per call after one warm-up call, and the peak memory over all calls."""
-    fn()
-    reset_peak(device)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return {"step_s": round(statistics.median(times), 4), "peak_mb": round(peak_mb(device), 1)}
-
-
-# ------------------------------------------------------------------ backbones
-def random_llama_7b(device: str, storage: str) -> Backbone:
-    """A randomly initialised Llama-2-7B-shaped model (bf16), its linears swapped for 4-bit ones."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
-
-    from lofit.backbone import DEFAULT_MODEL, resolve_model_path
-
-    config = LlamaConfig(
-        vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-    )  # fmt: skip
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
-    if storage == "nf4":
-        quantize_linears_nf4(model.model, device)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(DEFAULT_MODEL))  # only pad/EOS ids are used
-    return wrap_model(model, tokenizer, name="random-llama-2-7b-shape")
-
-
-def quantize_linears_nf4(module: torch.nn.Module, device: str) -> None:
-    import bitsandbytes as bnb
-
-    for name, child in module.named_children():
-        if isinstance(child, torch.nn.Linear):
-            q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                  compute_dtype=torch.bfloat16, quant_type="nf4")  # fmt: skip
-            q.weight = bnb.nn.Params4bit(child.weight.data.cpu(), requires_grad=False, quant_type="nf4")
-            setattr(module, name, q.to(device))
-        else:
-            quantize_linears_nf4(child, device)
-
-
-def load(args: argparse.Namespace, storage: str) -> Backbone:
-    if args.random_7b:
-        return random_llama_7b(args.device, storage)
-    quantization = {"fp32": "none", "int8": "int8", "nf4": "nf4"}[storage]
-    config = BackboneConfig(model=args.model, dtype="float32", device=args.device, quantization=quantization)
-    return load_backbone(config)
+    times, peak = timed_steps(fn, steps, device)
+    return {"step_s": round(statistics.median(times), 4), "peak_mb": round(peak, 1)}
 
 
 # ------------------------------------------------------------------ steps
-def batch_for(backbone: Backbone, size: int, seq: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Random tokens; the last quarter of every row is the answer."""
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, len(backbone.tokenizer), (size, seq), generator=generator)
-    labels = ids.clone()
-    labels[:, : seq - seq // 4] = IGNORE_INDEX
-    batch = {"index": torch.arange(size), "input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
-    return {key: value.to(device) for key, value in batch.items()}
-
-
-def train_step(module, batch) -> Callable[[], None]:
-    optimizer = torch.optim.AdamW(module.intervention.parameters(), lr=1e-3, weight_decay=0.0)
-
-    def step() -> None:
-        loss = module.training_step(batch, 0)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.intervention.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
 def plain_step(backbone: Backbone, batch) -> Callable[[], None]:
     embed = backbone.model.get_input_embeddings()
 
@@ -157,8 +64,7 @@ def bench_storage(args: argparse.Namespace, storage: str) -> dict:
     warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
     device = torch.device(args.device)
     start = time.perf_counter()
-    backbone = load(args, storage)
-    keep_4bit_differentiable(backbone.model)  # else CPU no-grad passes repack nf4 weights and cut the gradient
+    backbone = load(args.model, args.device, storage, args.random_7b)
     result: dict = {
         "load_s": round(time.perf_counter() - start, 1),
         "weights_mb": round(backbone.model.get_memory_footprint() / 2**20, 1),
@@ -204,12 +110,7 @@ def main() -> None:
         return
     results = {}
     for storage in args.storage:
-        command = [sys.executable, __file__, "--child", "--storage", storage, *child_args(args)]
-        out = subprocess.run(command, capture_output=True, text=True)
-        if out.returncode != 0:
-            results[storage] = {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
-            continue
-        results[storage] = json.loads(out.stdout.strip().splitlines()[-1])
+        results[storage] = run_child([sys.executable, __file__, "--child", "--storage", storage, *child_args(args)])
     print(json.dumps({
         "model": "random-llama-2-7b-shape" if args.random_7b else args.model,
         "device": args.device,
