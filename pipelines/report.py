@@ -88,7 +88,9 @@ def markdown(means: list[dict], rows: list[dict], params: dict) -> str:
     for row in rows:
         values = ", ".join(f"{m} {100 * row[m]:.1f}" for m in metric_names(row["task"]))
         lines.append(f"| {row['run']} | {row['method']} | {values} |")
-    lines += ["", "Training curves: `reports/curves/`; head heat-maps: `runs/*/select/heads.png`.", ""]
+    lines += ["", "Training curves: `reports/curves/`; head heat-maps: `runs/*/select/heads.png`.",
+              "Baselines (ITI, RepE, LoRA, RED) and ablations (head sources, head swap, K, data size): "
+              "`reports/comparison.md`, from the opt-in `dvc repro compare/dvc.yaml`.", ""]
     return "\n".join(lines)
 
 
