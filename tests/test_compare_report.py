@@ -163,15 +163,6 @@ def test_prefix_metrics(tmp_path, compare_report):
         {"exact_match": 0.5, "num_examples": 4}
 
 
-@pytest.mark.parametrize("run,task", [("truthfulqa_fold0", "truthfulqa"), ("mquake", "mquake"), ("clutrr", "clutrr")])
-def test_prefix_metrics_matches_the_main_study(run, task, compare_report):
-    folder = ROOT / "runs" / run / "eval" / "lofit"
-    if not (folder / "predictions.jsonl").is_file():
-        pytest.skip("the main study's predictions are not in this checkout")
-    summary = json.loads((folder / "summary.json").read_text())
-    assert compare_report.prefix_metrics(folder / "predictions.jsonl", task, None) == pytest.approx(summary, rel=1e-9)
-
-
 def test_report(repo, compare_report, monkeypatch):
     monkeypatch.setattr(compare_report.Study, "train_examples", lambda self, run: 6)  # the fake runs have no raw data
     compare_report.main()

@@ -191,3 +191,13 @@ def test_comparison_pipeline_runs_every_baseline_and_ablation(pipeline_repo):
         path.name for path in (repo / "reports" / "comparison").glob("*.png")
     }
     assert ran_stages(dvc(repo, "repro", "compare/dvc.yaml")) == set()
+
+
+@pytest.mark.parametrize("run,task", [("truthfulqa_fold0", "truthfulqa"), ("mquake", "mquake"), ("clutrr", "clutrr")])
+def test_prefix_rescoring_of_all_rows_equals_the_evaluators_summary(pipeline_repo, run, task, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "pipelines"))
+    from compare_report import prefix_metrics
+
+    folder = pipeline_repo[0] / "runs" / run / "eval" / "lofit"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert prefix_metrics(folder / "predictions.jsonl", task, None) == pytest.approx(summary, rel=1e-9)
