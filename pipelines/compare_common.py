@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from sample_limits import limit_for
 from stage_params import RunParams
 
 from lofit.cli import evaluate
@@ -32,11 +33,7 @@ def experiment_dir(run: str, label: str) -> Path:
 
 def eval_limit(run: RunParams) -> int | None:
     """Test examples per comparison evaluation: `compare.eval_limit` for the device kind, capped by the profile's."""
-    limits = run.params["compare"]["eval_limit"]
-    kind = "cuda" if str(run.params["model"]["device"]).startswith("cuda") else "cpu"
-    if kind not in limits:
-        raise SystemExit(f"params.yaml: compare.eval_limit has no '{kind}' entry")
-    caps = [value for value in (limits[kind], run.eval_limit) if value is not None]
+    caps = [value for value in (limit_for(run.params, "compare", "eval_limit"), run.eval_limit) if value is not None]
     return min(caps) if caps else None
 
 
