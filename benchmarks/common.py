@@ -62,7 +62,8 @@ def random_llama_7b(device: str, storage: str) -> Backbone:
     """A randomly initialised Llama-2-7B-shaped model (bf16), its linears swapped for 4-bit ones."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    from lofit.backbone import DEFAULT_MODEL, resolve_model_path
+    from lofit.backbone import resolve_model_path
+    from lofit.convert import DEFAULT_MODEL
 
     config = LlamaConfig(
         vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,

@@ -37,7 +37,8 @@ import torch
 from common import STORAGES, batch_for, generation_speed, load, run_child, timed_steps, train_step
 from peft.tuners.lora import LoraLayer
 
-from lofit.backbone import DEFAULT_MODEL, Backbone, resolve_model_path, wrap_model
+from lofit.backbone import Backbone, resolve_model_path, wrap_model
+from lofit.convert import DEFAULT_MODEL
 from lofit.intervention import HeadIntervention
 from lofit.merge import merge_into
 from lofit.methods.lora import DEFAULT_TARGETS, LoRAAdapter, LoRAModule, LoRAStepConfig

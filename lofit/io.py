@@ -1,4 +1,5 @@
-"""Atomic file writes: every artifact appears whole or not at all (temp file, then rename)."""
+"""Atomic file writes (every artifact appears whole or not at all: temp file, then rename) and the
+lofit cache folder."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+
+def cache_root() -> Path:
+    """Where lofit keeps what it can rebuild (converted models, Arrow caches): `$LOFIT_CACHE`."""
+    return Path(os.environ.get("LOFIT_CACHE", Path.home() / ".cache" / "lofit"))
 
 
 @contextmanager

@@ -203,7 +203,7 @@ class VerdictCache:
 
 
 def default_cache_path() -> Path:
-    from lofit.backbone import cache_root
+    from lofit.io import cache_root
 
     return cache_root() / "judge_cache.jsonl"
 

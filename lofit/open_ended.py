@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from lofit.evaluation.generate import greedy_generate
 from lofit.io import write_jsonl
-from lofit.tasks.base import Split
+from lofit.data.examples import Split
 from lofit.tasks.truthfulqa import TruthfulQA, mc_context
 
 if TYPE_CHECKING:

@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from lofit.backbone import DEFAULT_MODEL, Backbone, resolve_model_path, wrap_model
+from lofit.backbone import Backbone, resolve_model_path, wrap_model
+from lofit.convert import DEFAULT_MODEL
 from lofit.data.readers import DATASETS_CACHE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,8 @@ import torch
 from lofit.backbone import Backbone, wrap_model
 from lofit.data.collate import PadCollator, tokenize_examples
 from lofit.losses import sequence_logps
-from lofit.tasks.base import PreferenceExample, SFTExample, Split, Task
+from lofit.data.examples import PreferenceExample, SFTExample, Split
+from lofit.tasks.base import Task
 
 LIVE_HEAD = (1, 2)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lofit.backbone import BackboneConfig, embedded_gguf_path, load_backbone
+from lofit.backbone import BackboneConfig, load_backbone
+from lofit.convert import embedded_gguf_path
 from lofit.families import o_projections
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def test_prepare_model_missing_model_is_one_line_error(tmp_path):
         [sys.executable, str(ROOT / "pipelines" / "prepare_model.py"), "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")],
         capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
     )
-    assert result.returncode == 2 and result.stderr.startswith("prepare_model: cannot load model")
+    assert result.returncode == 2 and result.stderr == f"prepare_model: model {tmp_path / 'nowhere'}: folder not found\n"
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 

@@ -18,7 +18,7 @@ from lofit.data.collate import (
     tokenize_preference,
     tokenize_sft,
 )
-from lofit.tasks.base import PreferenceExample, SFTExample
+from lofit.data.examples import PreferenceExample, SFTExample
 
 
 def answer_ids(features: dict, key: str = "labels") -> list[int]:

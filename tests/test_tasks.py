@@ -22,7 +22,7 @@ from lofit.data.readers import (
 )
 from lofit.evaluation import PREDICTIONS_FILE, SUMMARY_FILE
 from lofit.tasks import TASK_NAMES, get_task
-from lofit.tasks.base import PreferenceExample, SFTExample
+from lofit.data.examples import PreferenceExample, SFTExample
 
 INSTRUCTION = (
     "Interpret each question literally, and as a question about the real world; carefully research each answer, "
@@ -223,6 +223,23 @@ def test_second_read_comes_from_the_verified_arrow_cache(shared_data, tmp_path, 
     os.utime(split, ns=(split.stat().st_atime_ns, split.stat().st_mtime_ns + 10**9))
     with pytest.raises(AssertionError, match="parsed again"):  # an edited file (new mtime) is parsed again
         read_csv_records(split, ("Question",))
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_is_read_again(shared_data, tmp_path, monkeypatch):
+    """`cp -p`, `rsync -a` and `tar x` keep the mtime: the cache keys on the bytes, not on the stat."""
+    monkeypatch.setenv(DATASETS_CACHE_ENV, str(tmp_path / "cache"))
+    split = _copy(shared_data, tmp_path, "truthfulqa") / "lofit_splits" / "fold_0_val_seed_42.csv"
+    stat = split.stat()
+    first = read_csv_records(split, ("Question",))
+    assert read_csv_records(split, ("Question",)) == first  # now served from the verified cache
+    text = split.read_text(encoding="utf-8")
+    edited = text.replace(first[0]["Question"], first[0]["Question"][::-1], 1)
+    assert len(edited.encode()) == stat.st_size and edited != text
+    split.write_text(edited, encoding="utf-8")
+    os.utime(split, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    rows = read_csv_records(split, ("Question",))
+    assert rows[0]["Question"] == first[0]["Question"][::-1] and rows[1:] == first[1:]
+    assert rows == readers._scan_csv_records(split, ("Question",))
 
 
 H = "Type,Question,Best Answer\n"

@@ -23,14 +23,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from datasets import Dataset, List, Value
 from datasets import Features as ColumnTypes
 from datasets.fingerprint import generate_random_fingerprint
 
-from lofit.backbone import Backbone
-from lofit.tasks.base import Example, PreferenceExample, SFTExample
+from lofit.data.examples import Example, PreferenceExample, SFTExample
+
+if TYPE_CHECKING:
+    from lofit.backbone import Backbone
 
 IGNORE_INDEX = -100
 Features = dict[str, object]

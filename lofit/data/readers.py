@@ -2,8 +2,9 @@
 file, row/line and field.
 
 Every file is loaded with `datasets.load_dataset("csv" | "json", data_files=..., split="train")`
-into an Arrow cache under `datasets_cache()` (keyed by the file's path and mtime, so an edited
-file is parsed again). CSV cells are read as their exact strings: string `Features`, no NA
+into an Arrow cache under `datasets_cache()/<sha256 of the file>`: keyed by content, so a changed
+file is parsed again even when its mtime was kept (`cp -p`, `rsync -a`, `tar x`); `datasets` keys
+on path + mtime alone. CSV cells are read as their exact strings: string `Features`, no NA
 conversion, no type inference.
 
 pandas and Arrow are lenient where the `csv`/`json` modules are exact: pandas pads short rows,
@@ -13,7 +14,9 @@ below stay the reference. The first load of a file runs both and marks its cache
 when the rows are identical; later loads read the verified cache alone, and a file whose Arrow
 form differs from the reference (or that pandas/Arrow reject) is always scanned. The scanners
 also raise the precise errors; a verified cache that fails a caller's schema check is rescanned
-so the error names the line.
+so the error names the line. An empty, non-UTF-8 or unreadable CSV file is a `RawDataError` too.
+
+`datasets` is imported only when a file is loaded, so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -25,22 +28,19 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import datasets.config
-from datasets import Dataset, Features, Value, load_dataset
+from lofit.data.sources import sha256_of
+from lofit.io import cache_root
 
-from lofit.backbone import cache_root
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 DATASETS_CACHE_ENV = "LOFIT_DATASETS_CACHE"
 VERIFIED_MARKER = "lofit-verified"
 
 logger = logging.getLogger(__name__)
 Row = TypeVar("Row")
-
-# Otherwise every `load_dataset` of a packaged builder sends a HEAD request to the Hub's S3 bucket
-# to count downloads: telemetry, and seconds per local file when DNS is slow or absent.
-datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
 
 
 class RawDataError(ValueError):
@@ -55,6 +55,28 @@ def datasets_cache() -> Path:
 def _require_file(path: Path) -> None:
     if not path.is_file():
         raise RawDataError(f"{path}: file not found; run `python pipelines/prepare_data.py` to place the raw data")
+    if path.stat().st_size == 0:
+        raise RawDataError(f"{path}: empty file")
+
+
+def _scanned(path: Path, scan: Callable[[], list[Row]]) -> list[Row]:
+    """`scan()`, with the decoding and CSV errors that name nothing turned into ones naming the file."""
+    try:
+        return scan()
+    except UnicodeDecodeError as err:
+        raise RawDataError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except csv.Error as err:
+        raise RawDataError(f"{path}: malformed CSV ({err})") from None
+
+
+def read_text_file(path: str | Path) -> str:
+    """A whole UTF-8 text file (a prompt file); missing, empty and undecodable files name the path."""
+    path = Path(path)
+    _require_file(path)
+    text = _scanned(path, lambda: path.read_text(encoding="utf-8"))
+    if not text.strip():
+        raise RawDataError(f"{path}: empty file")
+    return text
 
 
 def _check_keys(path: Path, where: str, record: object, required: Sequence[str]) -> dict:
@@ -73,11 +95,24 @@ def _require_rows(path: Path, rows: list) -> list:
 
 
 def _load(builder: str, path: Path, **config: object) -> Dataset:
-    return load_dataset(builder, data_files=str(path), split="train", cache_dir=str(datasets_cache()), **config)
+    import datasets.config
+    from datasets import load_dataset
+
+    # Otherwise every `load_dataset` of a packaged builder sends a HEAD request to the Hub's S3
+    # bucket to count downloads: telemetry, and seconds per local file when DNS is slow or absent.
+    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+    cache_dir = datasets_cache() / sha256_of(path)  # the verified marker lives inside it: per content too
+    return load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache_dir), **config)
+
+
+def _to_list(dataset: Dataset) -> list:
+    return dataset.to_list()
 
 
 def _load_strings(path: Path, columns: Sequence[str], **pandas_options: object) -> Dataset:
     """A CSV whose cells stay the strings of the file, empty ones included."""
+    from datasets import Features, Value
+
     features = Features({name: Value("string") for name in columns})
     return _load("csv", path, features=features, keep_default_na=False, na_filter=False, **pandas_options)
 
@@ -100,10 +135,10 @@ def _cached(
         rows = to_rows(dataset)
     except Exception as err:  # pandas, pyarrow and datasets raise many types; the scan tells what is wrong
         logger.debug("datasets could not load %s (%s); scanning it", path, err)
-        return scan()
+        return _scanned(path, scan)
     if marker.is_file() and valid(rows):
         return rows
-    reference = scan()
+    reference = _scanned(path, scan)
     if repr(rows) == repr(reference):  # not `==`: 1 == 1.0 and True == 1
         with contextlib.suppress(OSError):  # a read-only cache just stays unverified
             marker.touch()
@@ -139,7 +174,7 @@ def read_csv_records(path: str | Path, required: Sequence[str]) -> list[dict[str
     def valid(rows: list[dict[str, str]]) -> bool:
         return all((row.get(name) or "").strip() for row in rows for name in required)
 
-    return _cached(path, load, Dataset.to_list, lambda: _scan_csv_records(path, required), valid)
+    return _cached(path, load, _to_list, lambda: _scan_csv_records(path, required), valid)
 
 
 def _scan_headerless_csv(path: Path, num_fields: int) -> list[list[str]]:
@@ -190,7 +225,7 @@ def read_jsonl_records(path: str | Path, required: Sequence[str]) -> list[dict]:
     return _cached(
         path,
         lambda: _load("json", path),
-        Dataset.to_list,
+        _to_list,
         lambda: _scan_jsonl_records(path, required),
         lambda records: _has_keys(records, required),
     )
@@ -212,7 +247,7 @@ def read_json_records(path: str | Path, required: Sequence[str]) -> list[dict]:
     return _cached(
         path,
         lambda: _load("json", path),
-        Dataset.to_list,
+        _to_list,
         lambda: _scan_json_records(path, required),
         lambda records: _has_keys(records, required),
     )

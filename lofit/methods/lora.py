@@ -33,7 +33,7 @@ from lofit.backbone import Backbone
 from lofit.families import FamilySpec
 from lofit.io import atomic_path
 from lofit.methods.module import EditModule
-from lofit.tasks.base import LossKind
+from lofit.data.examples import LossKind
 from lofit.training.config import ConfigError, StepConfig
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")

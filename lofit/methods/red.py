@@ -28,7 +28,7 @@ from lofit.families import FamilySpec, UnsupportedArchitectureError, decoder_lay
 from lofit.hooks import HookedEdit
 from lofit.io import atomic_path, read_json, write_json
 from lofit.methods.module import EditModule
-from lofit.tasks.base import LossKind
+from lofit.data.examples import LossKind
 from lofit.training.config import StepConfig
 
 FFN_OUTPUT_PATHS: dict[str, str] = {"gemma3": "post_feedforward_layernorm"}

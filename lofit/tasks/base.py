@@ -6,35 +6,13 @@ tokenizes them) and evaluates a model on a split, writing per-example JSONL and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, ClassVar
+
+from lofit.data.examples import Example, LossKind, Split
 
 if TYPE_CHECKING:
     from lofit.backbone import Backbone
-
-Split = Literal["train", "val", "test"]
-LossKind = Literal["sft", "dpo"]
-
-
-@dataclass(frozen=True)
-class SFTExample:
-    """Completion-only supervision: the loss covers `completion` (and EOS), never `prompt`."""
-
-    prompt: str
-    completion: str
-
-
-@dataclass(frozen=True)
-class PreferenceExample:
-    """One DPO pair: `prompt` + `chosen` is preferred over `prompt` + `rejected`."""
-
-    prompt: str
-    chosen: str
-    rejected: str
-
-
-Example = Union[SFTExample, PreferenceExample]
 
 
 class Task:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lofit.data.readers import RawDataError, read_json_records
-from lofit.evaluation.exact_match import GenerationItem, evaluate_exact_match, lower_strip, parse_clutrr
-from lofit.tasks.base import SFTExample, Split, Task
+from lofit.data.examples import SFTExample, Split
+from lofit.tasks.base import Task
 
 if TYPE_CHECKING:
     from lofit.backbone import Backbone
@@ -82,5 +82,7 @@ class CLUTRR(Task):
         limit: int | None = None,
         batch_size: int = 16,
     ) -> dict[str, float]:
+        from lofit.evaluation.exact_match import GenerationItem, evaluate_exact_match, lower_strip, parse_clutrr
+
         items = [GenerationItem(prompt, (target,)) for prompt, target in self.items(split)[:limit]]
         return evaluate_exact_match(backbone, items, parse_clutrr, lower_strip, out_dir, batch_size)

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 from lofit.data.readers import RawDataError, read_headerless_csv
 from lofit.data.sources import MMLU_SUBJECTS
-from lofit.evaluation.multiple_choice import ChoiceQuestion, evaluate_choice_accuracy
-from lofit.tasks.base import Split, Task
+from lofit.data.examples import Split
+from lofit.tasks.base import Task
 
 if TYPE_CHECKING:
     from lofit.backbone import Backbone
+    from lofit.evaluation.multiple_choice import ChoiceQuestion
 
 LETTERS = ("A", "B", "C", "D")
 CHOICES = tuple(f" {letter}" for letter in LETTERS)
@@ -71,6 +72,8 @@ class MMLU(Task):
         return header(subject) + shots + format_question(row, with_answer=False)
 
     def questions(self) -> list[ChoiceQuestion]:
+        from lofit.evaluation.multiple_choice import ChoiceQuestion
+
         questions = []
         for subject in self.subjects:
             dev_rows = _rows(self.root / "dev" / f"{subject}_dev.csv") if self.shots else []
@@ -95,4 +98,6 @@ class MMLU(Task):
     ) -> dict[str, float]:
         if split != "test":
             raise ValueError(f"mmlu has only a 'test' split here, got '{split}'")
+        from lofit.evaluation.multiple_choice import evaluate_choice_accuracy
+
         return evaluate_choice_accuracy(backbone, self.questions()[:limit], out_dir, batch_size)

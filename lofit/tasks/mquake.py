@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lofit.data.readers import RawDataError, read_jsonl_records
-from lofit.evaluation.exact_match import GenerationItem, evaluate_exact_match, lower_strip, parse_mquake
-from lofit.tasks.base import SFTExample, Split, Task
+from lofit.data.examples import SFTExample, Split
+from lofit.tasks.base import Task
 
 if TYPE_CHECKING:
     from lofit.backbone import Backbone
@@ -68,5 +68,7 @@ class MQuAKE(Task):
         limit: int | None = None,
         batch_size: int = 16,
     ) -> dict[str, float]:
+        from lofit.evaluation.exact_match import GenerationItem, evaluate_exact_match, lower_strip, parse_mquake
+
         items = [GenerationItem(prompt_for(r), answers_for(r)) for r in self.records(split)[:limit]]
         return evaluate_exact_match(backbone, items, parse_mquake, lower_strip, out_dir, batch_size)

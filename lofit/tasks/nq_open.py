@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lofit.data.readers import read_jsonl_records
-from lofit.evaluation.exact_match import GenerationItem
 from lofit.tasks.open_qa import OpenQATask, open_qa_prompt
+
+if TYPE_CHECKING:
+    from lofit.evaluation.exact_match import GenerationItem
 
 
 class NQOpen(OpenQATask):
@@ -18,6 +21,8 @@ class NQOpen(OpenQATask):
 
     def items(self) -> list[GenerationItem]:
         """Questions are lower-case without "?" upstream; they are used verbatim."""
+        from lofit.evaluation.exact_match import GenerationItem
+
         if self._items is None:
             records = read_jsonl_records(self.path, ("question", "answer"))
             self._items = [GenerationItem(open_qa_prompt(r["question"]), tuple(r["answer"])) for r in records]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lofit.evaluation.exact_match import GenerationItem, evaluate_exact_match, normalize_open_qa, parse_first_line
-from lofit.tasks.base import Split, Task
+from lofit.data.examples import Split
+from lofit.tasks.base import Task
 
 if TYPE_CHECKING:
     from lofit.backbone import Backbone
+    from lofit.evaluation.exact_match import GenerationItem
 
 MAX_NEW_TOKENS = 16
 
@@ -41,6 +42,8 @@ class OpenQATask(Task):
     ) -> dict[str, float]:
         if split != "test":
             raise ValueError(f"{self.name} has only a 'test' split, got '{split}'")
+        from lofit.evaluation.exact_match import evaluate_exact_match, normalize_open_qa, parse_first_line
+
         return evaluate_exact_match(
             backbone, self.items()[:limit], parse_first_line, normalize_open_qa, out_dir, batch_size, MAX_NEW_TOKENS
         )

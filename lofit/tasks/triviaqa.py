@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lofit.data.readers import RawDataError, read_jsonl_records
-from lofit.evaluation.exact_match import GenerationItem
 from lofit.tasks.open_qa import OpenQATask, open_qa_prompt
+
+if TYPE_CHECKING:
+    from lofit.evaluation.exact_match import GenerationItem
 
 SUBSETS = {
     # name: (file, required fields)
@@ -16,6 +19,8 @@ SUBSETS = {
 
 
 def _item(path: Path, line: int, subset: str, record: dict) -> GenerationItem:
+    from lofit.evaluation.exact_match import GenerationItem
+
     if subset == "test_1000":
         return GenerationItem(open_qa_prompt(record["question"]), tuple(record["answers"]))
     context = record["context"]

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lofit.data.readers import RawDataError, read_csv_records
-from lofit.evaluation.multiple_choice import TruthfulQAQuestion, evaluate_truthfulqa_mc
-from lofit.tasks.base import PreferenceExample, Split, Task
+from lofit.data.readers import read_csv_records, read_text_file
+from lofit.data.examples import PreferenceExample, Split
+from lofit.tasks.base import Task
 
 if TYPE_CHECKING:
     from lofit.backbone import Backbone
+    from lofit.evaluation.multiple_choice import TruthfulQAQuestion
 
 COLUMNS = ("Question", "Best Answer", "Correct Answers", "Incorrect Answers")
 FOLDS = (0, 1)
@@ -48,6 +49,8 @@ def preference_pair(row: dict[str, str]) -> PreferenceExample:
 
 def mc_question(row: dict[str, str], instruction: str, primer: str) -> TruthfulQAQuestion:
     """True answers = Best Answer first, then the Correct Answers not equal to it; false = Incorrect."""
+    from lofit.evaluation.multiple_choice import TruthfulQAQuestion
+
     best = close_answer(row["Best Answer"])
     true = [best] + [answer for answer in split_answers(row["Correct Answers"]) if answer != best]
     return TruthfulQAQuestion(
@@ -79,13 +82,7 @@ class TruthfulQA(Task):
 
     def prompt_text(self, name: str) -> str:
         """instruction.txt / qa_primer.txt, exact bytes (no trailing newline)."""
-        path = self.root / name
-        if not path.is_file():
-            raise RawDataError(f"{path}: file not found; run `python pipelines/prepare_data.py` to place the raw data")
-        text = path.read_text(encoding="utf-8")
-        if not text.strip():
-            raise RawDataError(f"{path}: empty file")
-        return text
+        return read_text_file(self.root / name)
 
     def examples(self, split: Split) -> list[PreferenceExample]:
         return [preference_pair(row) for row in self.rows(split)]
@@ -102,5 +99,7 @@ class TruthfulQA(Task):
         limit: int | None = None,
         batch_size: int = 16,
     ) -> dict[str, float]:
+        from lofit.evaluation.multiple_choice import evaluate_truthfulqa_mc
+
         questions = self.mc_questions(split)[:limit]
         return evaluate_truthfulqa_mc(backbone, questions, out_dir, batch_size)

@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from lofit.backbone import Backbone
 from lofit.data.collate import PadCollator, tokenize_dataset
-from lofit.tasks.base import Split, Task
+from lofit.data.examples import Split
+from lofit.tasks.base import Task
 from lofit.training.config import DataConfig
 
 

@@ -13,7 +13,7 @@ import torch
 
 from lofit.backbone import Backbone
 from lofit.intervention import HeadIntervention
-from lofit.tasks.base import LossKind
+from lofit.data.examples import LossKind
 from lofit.training.config import TuningConfig
 from lofit.training.heads import read_heads, resolve_top_k
 from lofit.training.module import InterventionModule
