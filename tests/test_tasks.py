@@ -200,8 +200,9 @@ def test_bad_mmlu_answer_letter(shared_data, tmp_path):
 
 
 def test_missing_raw_file_points_to_prepare(tmp_path):
+    """Building a task places its missing files (tests/test_data_checks.py); a direct read names the remedy."""
     with pytest.raises(RawDataError, match=r"nq_open/NQ-open.dev.jsonl: file not found; run `python pipelines/prepare_data.py`"):
-        get_task("nq_open", tmp_path).items()
+        read_jsonl_records(tmp_path / "nq_open" / "NQ-open.dev.jsonl", ("question",))
 
 
 # ---------- Arrow cache (datasets) ----------

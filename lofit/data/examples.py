@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal, Union
 
 Split = Literal["train", "val", "test"]
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
 LossKind = Literal["sft", "dpo"]  # sft trains on SFTExample, dpo on PreferenceExample
 
 

@@ -63,10 +63,21 @@ def _scanned(path: Path, scan: Callable[[], list[Row]]) -> list[Row]:
     """`scan()`, with the decoding and CSV errors that name nothing turned into ones naming the file."""
     try:
         return scan()
-    except UnicodeDecodeError as err:
-        raise RawDataError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except UnicodeDecodeError:
+        raise RawDataError(f"{path}: not UTF-8 text ({_first_undecodable(path)})") from None
     except csv.Error as err:
         raise RawDataError(f"{path}: malformed CSV ({err})") from None
+
+
+def _first_undecodable(path: Path) -> str:
+    """Where the file stops being UTF-8 (a streaming decoder's offset is relative to its chunk)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        return f"line {line}, byte offset {err.start}: {err.reason}"
+    return "it changed while being read"
 
 
 def read_text_file(path: str | Path) -> str:
@@ -95,14 +106,20 @@ def _require_rows(path: Path, rows: list) -> list:
 
 
 def _load(builder: str, path: Path, **config: object) -> Dataset:
+    import datasets
     import datasets.config
-    from datasets import load_dataset
 
     # Otherwise every `load_dataset` of a packaged builder sends a HEAD request to the Hub's S3
     # bucket to count downloads: telemetry, and seconds per local file when DNS is slow or absent.
     datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
     cache_dir = datasets_cache() / sha256_of(path)  # the verified marker lives inside it: per content too
-    return load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache_dir), **config)
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a task reads all its files when built: one bar per file is noise
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache_dir), **config)
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
 
 
 def _to_list(dataset: Dataset) -> list:

@@ -2,7 +2,9 @@
 
 Files are placed under `data/raw` from a local mirror (a folder laid out like `data/raw`, e.g.
 `../shared/data`) or downloaded from raw.githubusercontent.com at a pinned commit. Either way the
-sha256 must match, so a task never reads a file that differs from the published one.
+sha256 must match, so a task never reads a file that differs from the published one. `prepare`
+places whole tasks (the `prepare_data` stage); `place_missing` only the files a task is about to
+read that are absent (what building a task does on a fresh clone).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -20,6 +23,7 @@ from pathlib import Path
 from lofit.io import atomic_path
 
 MIRROR_ENV = "LOFIT_DATA_MIRROR"
+DEFAULT_DATA_DIR = "data/raw"
 DOWNLOAD_TIMEOUT_S = 60
 
 LOFIT_REPO = ("fc2869/lo-fit", "ebd344a273d3dab0b63d8bbfd7ecdb5185ae5b7b")
@@ -263,7 +267,14 @@ def resolve_mirror(mirror: str | Path | None) -> Path | None:
     return Path(chosen) if chosen is not None else None
 
 
-def prepare(dest: str | Path = "data/raw", mirror: str | Path | None = None, tasks: Iterable[str] | None = None) -> list[Path]:
+def _place(raw: RawFile, mirror_dir: Path | None, target: Path) -> None:
+    if mirror_dir is not None:
+        _copy_from_mirror(raw, mirror_dir, target)
+    else:
+        _download(raw, target)
+
+
+def prepare(dest: str | Path = DEFAULT_DATA_DIR, mirror: str | Path | None = None, tasks: Iterable[str] | None = None) -> list[Path]:
     """Place every raw file of `tasks` under `dest`, verified by sha256; returns their paths.
 
     Files already present with the right hash are kept (idempotent); a present file with a wrong
@@ -274,9 +285,25 @@ def prepare(dest: str | Path = "data/raw", mirror: str | Path | None = None, tas
     for raw in files_for(tasks):
         target = dest / raw.path
         if not (target.is_file() and sha256_of(target) == raw.sha256):
-            if mirror_dir is not None:
-                _copy_from_mirror(raw, mirror_dir, target)
-            else:
-                _download(raw, target)
+            _place(raw, mirror_dir, target)
         placed.append(target)
     return placed
+
+
+def place_missing(dest: str | Path, paths: Iterable[str], mirror: str | Path | None = None) -> list[Path]:
+    """Place those of `paths` (relative, as in `RAW_FILES`) that are absent under `dest`; returns them.
+
+    Files that are present are left as they are, edits included (checking them is the readers'
+    job). Prints one line to stderr when anything is placed; raises DataSourceError like `prepare`.
+    """
+    dest, by_path = Path(dest), {raw.path: raw for raw in RAW_FILES}
+    missing = [by_path[path] for path in paths if not (dest / path).is_file()]
+    if not missing:
+        return []
+    mirror_dir = resolve_mirror(mirror)
+    origin = f"mirror {mirror_dir}" if mirror_dir is not None else "their pinned sources on raw.githubusercontent.com"
+    tasks = ", ".join(sorted({raw.task for raw in missing}))
+    print(f"lofit: placing {len(missing)} missing {tasks} raw file(s) under {dest} from {origin} (sha256-checked)", file=sys.stderr)
+    for raw in missing:
+        _place(raw, mirror_dir, dest / raw.path)
+    return [dest / raw.path for raw in missing]

@@ -1,9 +1,16 @@
-"""Task registry: `get_task(name, data_dir, **options)` builds a task reading validated raw files."""
+"""Task registry: `get_task(name, data_dir, **options)` builds a task whose raw files are checked.
+
+Building a task reads every raw file it will use (through the Arrow cache), so a missing folder
+or a bad file fails in one line before any model loads; files missing from the data folder are
+placed first (mirror or pinned source, sha256-checked), so a fresh clone needs no setup step.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from lofit.data.readers import RawDataError
+from lofit.data.sources import DEFAULT_DATA_DIR, DataSourceError, place_missing
 from lofit.tasks.base import Task
 from lofit.tasks.clutrr import CLUTRR
 from lofit.tasks.mmlu import MMLU
@@ -16,8 +23,21 @@ TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (TruthfulQA, MQuAKE, CL
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)
 
 
-def get_task(name: str, data_dir: str | Path = "data/raw", **options) -> Task:
-    """The task `name` over raw files in `data_dir`; options go to its constructor (e.g. fold=1)."""
+def get_task(name: str, data_dir: str | Path = DEFAULT_DATA_DIR, **options) -> Task:
+    """The task `name` over raw files in `data_dir`; options go to its constructor (e.g. fold=1).
+
+    Only the default `data/raw` is created when absent; any other missing folder is an error (a
+    typo should not fetch data into a new folder).
+    """
     if name not in TASKS:
         raise ValueError(f"unknown task '{name}'; known: {', '.join(TASK_NAMES)}")
-    return TASKS[name](data_dir, **options)
+    task = TASKS[name](data_dir, **options)
+    root = Path(data_dir)
+    if not root.is_dir() and root.resolve() != Path(DEFAULT_DATA_DIR).resolve():
+        raise RawDataError(f"task.data_dir {data_dir}: folder not found")
+    try:
+        place_missing(root, [path.relative_to(root).as_posix() for path in task.raw_files()])
+    except DataSourceError as err:
+        raise RawDataError(f"{root}: {err}") from None
+    task.read_all()
+    return task

@@ -2,6 +2,8 @@
 
 A task turns its validated raw files into plain-text training examples (the training code
 tokenizes them) and evaluates a model on a split, writing per-example JSONL and a summary JSON.
+It names the raw files it reads and can read them all at once, so that building a task (the
+registry's `get_task`) places missing files and fails on a bad one before any model loads.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ class Task:
     name: ClassVar[str]
     loss: ClassVar[LossKind | None]  # None: evaluation-only task (OOD sets)
     primary_metric: ClassVar[str]
+
+    def raw_files(self) -> list[Path]:
+        """Every raw file this task reads with its options (paths under its data folder)."""
+        return []
+
+    def read_all(self) -> None:
+        """Read and check every raw file now (kept in memory); a bad one raises RawDataError."""
 
     def examples(self, split: Split) -> list[Example]:
         """Training-format examples of a split (train and val for trainable tasks)."""

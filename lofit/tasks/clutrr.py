@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lofit.data.readers import RawDataError, read_json_records
-from lofit.data.examples import SFTExample, Split
+from lofit.data.examples import SPLITS, SFTExample, Split
 from lofit.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -52,6 +52,13 @@ class CLUTRR(Task):
         self.root = Path(data_dir) / "clutrr"
         self.train_size, self.seed = train_size, seed
         self._items: dict[str, list[tuple[str, str]]] = {}
+
+    def raw_files(self) -> list[Path]:
+        return [self.root / f"{split}.json" for split in SPLITS]
+
+    def read_all(self) -> None:
+        for split in SPLITS:
+            self.items(split)
 
     def items(self, split: Split) -> list[tuple[str, str]]:
         """(prompt, target relation) pairs; train is `random.sample(train, train_size)` after seeding."""

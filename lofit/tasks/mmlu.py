@@ -66,6 +66,35 @@ class MMLU(Task):
         self.root = Path(data_dir) / "mmlu"
         self.shots, self.sample, self.seed = shots, sample, seed
         self.subjects = list(subjects or MMLU_SUBJECTS)
+        self._rows: dict[Path, list[list[str]]] = {}
+
+    def subject_files(self, subject: str) -> tuple[Path | None, Path]:
+        """(dev file, or None 0-shot; test file) of a subject."""
+        dev = self.root / "dev" / f"{subject}_dev.csv" if self.shots else None
+        return dev, self.root / "test" / f"{subject}_test.csv"
+
+    def raw_files(self) -> list[Path]:
+        return [path for subject in self.subjects for path in self.subject_files(subject) if path is not None]
+
+    def rows(self, path: Path) -> list[list[str]]:
+        if path not in self._rows:
+            self._rows[path] = _rows(path)
+        return self._rows[path]
+
+    def read_all(self) -> None:
+        for subject in self.subjects:
+            self.dev_rows(subject)
+            self.rows(self.subject_files(subject)[1])
+
+    def dev_rows(self, subject: str) -> list[list[str]]:
+        """The subject's dev rows, whose first `shots` are the shots (none 0-shot); too few is an error."""
+        dev = self.subject_files(subject)[0]
+        if dev is None:
+            return []
+        rows = self.rows(dev)
+        if len(rows) < self.shots:
+            raise RawDataError(f"{dev}: {len(rows)} rows, {self.shots}-shot needs {self.shots}")
+        return rows
 
     def prompt(self, subject: str, row: list[str], dev_rows: list[list[str]]) -> str:
         shots = "".join(format_question(shot, with_answer=True) for shot in dev_rows[: self.shots])
@@ -76,10 +105,8 @@ class MMLU(Task):
 
         questions = []
         for subject in self.subjects:
-            dev_rows = _rows(self.root / "dev" / f"{subject}_dev.csv") if self.shots else []
-            if len(dev_rows) < self.shots:
-                raise RawDataError(f"{self.root / 'dev' / f'{subject}_dev.csv'}: {len(dev_rows)} rows, {self.shots}-shot needs {self.shots}")
-            for row in _rows(self.root / "test" / f"{subject}_test.csv"):
+            dev_rows = self.dev_rows(subject)
+            for row in self.rows(self.subject_files(subject)[1]):
                 questions.append(ChoiceQuestion(self.prompt(subject, row, dev_rows), CHOICES, LETTERS.index(row[5])))
         if self.sample is not None:
             questions = random.Random(self.seed).sample(questions, min(self.sample, len(questions)))

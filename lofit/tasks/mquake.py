@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lofit.data.readers import RawDataError, read_jsonl_records
-from lofit.data.examples import SFTExample, Split
+from lofit.data.examples import SPLITS, SFTExample, Split
 from lofit.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -49,6 +49,13 @@ class MQuAKE(Task):
     def __init__(self, data_dir: str | Path = "data/raw") -> None:
         self.root = Path(data_dir) / "mquake"
         self._records: dict[str, list[dict]] = {}
+
+    def raw_files(self) -> list[Path]:
+        return [self.root / f"{split}.jsonl" for split in SPLITS]
+
+    def read_all(self) -> None:
+        for split in SPLITS:
+            self.records(split)
 
     def records(self, split: Split) -> list[dict]:
         if split not in self._records:

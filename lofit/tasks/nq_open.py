@@ -19,6 +19,9 @@ class NQOpen(OpenQATask):
         self.path = Path(data_dir) / "nq_open" / "NQ-open.dev.jsonl"
         self._items: list[GenerationItem] | None = None
 
+    def raw_files(self) -> list[Path]:
+        return [self.path]
+
     def items(self) -> list[GenerationItem]:
         """Questions are lower-case without "?" upstream; they are used verbatim."""
         from lofit.evaluation.exact_match import GenerationItem

@@ -29,6 +29,9 @@ class OpenQATask(Task):
     def items(self) -> list[GenerationItem]:
         raise NotImplementedError
 
+    def read_all(self) -> None:
+        self.items()
+
     def examples(self, split: Split) -> list:
         raise ValueError(f"{self.name} is evaluation-only (out-of-domain); it has no training examples")
 

@@ -40,6 +40,9 @@ class TriviaQA(OpenQATask):
         self.subset = subset
         self._items: list[GenerationItem] | None = None
 
+    def raw_files(self) -> list[Path]:
+        return [self.path]
+
     def items(self) -> list[GenerationItem]:
         if self._items is None:
             records = read_jsonl_records(self.path, SUBSETS[self.subset][1])

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lofit.data.readers import read_csv_records, read_text_file
-from lofit.data.examples import PreferenceExample, Split
+from lofit.data.examples import SPLITS, PreferenceExample, Split
 from lofit.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 COLUMNS = ("Question", "Best Answer", "Correct Answers", "Incorrect Answers")
 FOLDS = (0, 1)
+PROMPT_FILES = ("instruction.txt", "qa_primer.txt")
 
 
 def training_prompt(question: str) -> str:
@@ -71,6 +72,15 @@ class TruthfulQA(Task):
         self.root = Path(data_dir) / "truthfulqa"
         self.fold = fold
         self._rows: dict[str, list[dict[str, str]]] = {}
+
+    def raw_files(self) -> list[Path]:
+        return [self.split_path(split) for split in SPLITS] + [self.root / name for name in PROMPT_FILES]
+
+    def read_all(self) -> None:
+        for split in SPLITS:
+            self.rows(split)
+        for name in PROMPT_FILES:
+            self.prompt_text(name)
 
     def split_path(self, split: Split) -> Path:
         return self.root / "lofit_splits" / f"fold_{self.fold}_{split}_seed_42.csv"
