@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lofit.data.examples import Split
 from lofit.evaluation.generate import greedy_generate
 from lofit.io import write_jsonl
-from lofit.data.examples import Split
 from lofit.tasks.truthfulqa import TruthfulQA, mc_context
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ import torch
 
 from lofit.backbone import Backbone, wrap_model
 from lofit.data.collate import PadCollator, tokenize_examples
-from lofit.losses import sequence_logps
 from lofit.data.examples import PreferenceExample, SFTExample, Split
+from lofit.losses import sequence_logps
 from lofit.tasks.base import Task
 
 LIVE_HEAD = (1, 2)

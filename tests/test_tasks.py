@@ -12,6 +12,7 @@ import pytest
 from datasets.packaged_modules.csv.csv import Csv
 
 from lofit.data import readers
+from lofit.data.examples import PreferenceExample, SFTExample
 from lofit.data.readers import (
     DATASETS_CACHE_ENV,
     VERIFIED_MARKER,
@@ -22,7 +23,6 @@ from lofit.data.readers import (
 )
 from lofit.evaluation import PREDICTIONS_FILE, SUMMARY_FILE
 from lofit.tasks import TASK_NAMES, get_task
-from lofit.data.examples import PreferenceExample, SFTExample
 
 INSTRUCTION = (
     "Interpret each question literally, and as a question about the real world; carefully research each answer, "

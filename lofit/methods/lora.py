@@ -30,10 +30,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lofit.backbone import Backbone
+from lofit.data.examples import LossKind
 from lofit.families import FamilySpec
 from lofit.io import atomic_path
 from lofit.methods.module import EditModule
-from lofit.data.examples import LossKind
 from lofit.training.config import ConfigError, StepConfig
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")

@@ -24,11 +24,11 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from lofit.backbone import Backbone
+from lofit.data.examples import LossKind
 from lofit.families import FamilySpec, UnsupportedArchitectureError, decoder_layers, family_for, text_config
 from lofit.hooks import HookedEdit
 from lofit.io import atomic_path, read_json, write_json
 from lofit.methods.module import EditModule
-from lofit.data.examples import LossKind
 from lofit.training.config import StepConfig
 
 FFN_OUTPUT_PATHS: dict[str, str] = {"gemma3": "post_feedforward_layernorm"}

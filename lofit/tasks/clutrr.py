@@ -7,8 +7,8 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lofit.data.readers import RawDataError, read_json_records
 from lofit.data.examples import SPLITS, SFTExample, Split
+from lofit.data.readers import RawDataError, read_json_records
 from lofit.tasks.base import Task
 
 if TYPE_CHECKING:

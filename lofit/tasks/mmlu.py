@@ -12,9 +12,9 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lofit.data.examples import Split
 from lofit.data.readers import RawDataError, read_headerless_csv
 from lofit.data.sources import MMLU_SUBJECTS
-from lofit.data.examples import Split
 from lofit.tasks.base import Task
 
 if TYPE_CHECKING:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lofit.data.readers import RawDataError, read_jsonl_records
 from lofit.data.examples import SPLITS, SFTExample, Split
+from lofit.data.readers import RawDataError, read_jsonl_records
 from lofit.tasks.base import Task
 
 if TYPE_CHECKING:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lofit.data.readers import read_csv_records, read_text_file
 from lofit.data.examples import SPLITS, PreferenceExample, Split
+from lofit.data.readers import read_csv_records, read_text_file
 from lofit.tasks.base import Task
 
 if TYPE_CHECKING:

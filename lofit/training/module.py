@@ -16,9 +16,9 @@ import lightning as L
 import torch
 
 from lofit.backbone import Backbone
+from lofit.data.examples import LossKind
 from lofit.intervention import HeadIntervention
 from lofit.losses import completion_cross_entropy, dpo_loss, sequence_logps
-from lofit.data.examples import LossKind
 from lofit.training.config import ConfigError, StepConfig
 from lofit.quantized import keep_4bit_differentiable
 

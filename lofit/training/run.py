@@ -21,8 +21,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from lofit.backbone import Backbone, BackboneConfig, load_backbone
-from lofit.io import read_json
 from lofit.data.examples import LossKind
+from lofit.io import read_json
 from lofit.tasks.base import Task
 from lofit.training.callbacks import MetricsJsonCallback, TaskMetricCallback
 from lofit.training.config import ConfigError, DataConfig, StepConfig, TaskSpec, TrainerConfig, ValidationConfig

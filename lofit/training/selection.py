@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from lofit.backbone import Backbone
+from lofit.data.examples import LossKind
 from lofit.intervention import HeadIntervention
 from lofit.losses import l1_norm
-from lofit.data.examples import LossKind
 from lofit.training.config import SelectionConfig
 from lofit.training.heads import HeadRanking, write_heads, write_heatmap
 from lofit.training.module import InterventionModule, Logs

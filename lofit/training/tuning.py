@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from lofit.backbone import Backbone
-from lofit.intervention import HeadIntervention
 from lofit.data.examples import LossKind
+from lofit.intervention import HeadIntervention
 from lofit.training.config import TuningConfig
 from lofit.training.heads import read_heads, resolve_top_k
 from lofit.training.module import InterventionModule
