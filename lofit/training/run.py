@@ -183,25 +183,24 @@ def build_trainer(
     """A Trainer with every `trainer` setting, lofit's log and checkpoints, then the user's loggers and callbacks.
 
     Two checkpoint callbacks, because a monitored ModelCheckpoint only refreshes `last.ckpt` in
-    epochs that improve, which would make resuming restart from a stale epoch.
+    epochs that improve, which would make resuming restart from a stale epoch. Lightning runs them
+    in list order, so the best one goes first, or `last.ckpt` would hold the previous epoch's best.
     """
     from lightning.pytorch.callbacks import ModelSummary, ProgressBar
     from lightning.pytorch.loggers import Logger
 
-    checkpoints: list[L.Callback] = [
-        ModelCheckpoint(dirpath=output_dir / CHECKPOINT_DIR, filename="{epoch}", save_last=True)
-    ]
+    last = ModelCheckpoint(dirpath=output_dir / CHECKPOINT_DIR, filename="{epoch}", save_last=True)
+    checkpoints: list[L.Callback] = [last]
     if step.keep == "best":
-        checkpoints.append(
-            BestWeightsCheckpoint(
-                output_dir / CHECKPOINT_DIR / BEST_WEIGHTS_FILE,
-                dirpath=output_dir / CHECKPOINT_DIR,
-                filename="best-{epoch}",
-                monitor=step.monitor,
-                mode=step.monitor_mode,
-                save_top_k=1,
-            )
+        best = BestWeightsCheckpoint(
+            output_dir / CHECKPOINT_DIR / BEST_WEIGHTS_FILE,
+            dirpath=output_dir / CHECKPOINT_DIR,
+            filename="best-{epoch}",
+            monitor=step.monitor,
+            mode=step.monitor_mode,
+            save_top_k=1,
         )
+        checkpoints = [best, last]  # best first: `last.ckpt` then records this epoch's best, for resuming
     loggers = [instantiate(spec, "logger", Logger, LOGGER_MODULES) for spec in as_list(cfg.logger)]
     users = [instantiate(spec, "callbacks", L.Callback, CALLBACK_MODULES) for spec in as_list(cfg.callbacks)]
     own = [*checkpoints, MetricsJsonCallback(output_dir / METRICS_FILE), *callbacks]
@@ -221,7 +220,8 @@ def build_trainer(
         enable_checkpointing=True,
     )
     try:
-        return L.Trainer(**settings)
+        with quiet_lightning():
+            return L.Trainer(**settings)
     except (ValueError, TypeError, MisconfigurationException) as err:
         raise ConfigError(f"trainer: {err}") from None
 
