@@ -38,7 +38,7 @@ from lofit.training import (
 from lofit.training.callbacks import EpochSummaryLines
 from lofit.training.config import TRAINER_ARGS_SET_BY_LOFIT
 from lofit.training.heads import HeadRanking, write_heads
-from lofit.training.run import build_trainer, check_resume, fit
+from lofit.training.run import build_trainer, check_resume, check_trainer, fit
 
 CPU = TrainerConfig(accelerator="cpu", enable_progress_bar=False, log_every_n_steps=1, max_epochs=2)
 DATA = DataConfig(batch_size=4)
@@ -65,6 +65,10 @@ class Crash(L.Callback):
 @pytest.fixture
 def one_head(tokenizer):
     return one_head_backbone(tiny_model("llama", len(tokenizer)), tokenizer)
+
+
+def random_ranking(backbone) -> HeadRanking:
+    return HeadRanking.from_scale(torch.rand(2, 4, 8), backbone.name, backbone.geometry)
 
 
 def select_best_first(backbone, out: Path, ckpt_path=None, callbacks=()) -> HeadSelectionModule:
@@ -117,7 +121,7 @@ def test_a_checkpoint_holding_code_is_refused_in_one_line(one_head, tmp_path):
 
 
 def test_what_lofit_puts_in_a_checkpoint_loads_with_weights_only(one_head, tmp_path):
-    heads = write_heads(tmp_path / "heads.json", HeadRanking.from_scale(torch.rand(2, 4, 8), one_head.name, one_head.geometry))
+    heads = write_heads(tmp_path / "heads.json", random_ranking(one_head))
     config = TuningConfig(heads=str(heads), top_k=0.25, keep="best", lr=5e-2)
     module = BiasTuningModule(one_head, "sft", config, tmp_path)
     fit(module, ToySFTTask(), DATA, replace(CPU, max_epochs=1), ValidationConfig(), tmp_path)
@@ -146,7 +150,8 @@ def test_resume_appends_to_metrics_csv(one_head, tmp_path):
             select_best_first(one_head, tmp_path, callbacks=[Crash()])
         header, rows = csv_rows(tmp_path / "logs" / "metrics.csv")
         assert {row["epoch"] for row in rows} == {"0"}
-        select_best_first(one_head, tmp_path, ckpt_path=str(tmp_path / "checkpoints" / "last.ckpt"), callbacks=[LogExtra()])
+        last = str(tmp_path / "checkpoints" / "last.ckpt")
+        select_best_first(one_head, tmp_path, ckpt_path=last, callbacks=[LogExtra()])
     assert not [w for w in caught if "Previous log files" in str(w.message)]
     header, rows = csv_rows(tmp_path / "logs" / "metrics.csv")
     assert {row["epoch"] for row in rows} == {"0", "1"}
@@ -201,7 +206,7 @@ NOISE = ("GPU available", "TPU available", "HPU available", "litlogger", "💡",
 
 
 def test_a_training_run_is_quiet_and_counts_what_moves(one_head, tmp_path, capfd):
-    heads = write_heads(tmp_path / "heads.json", HeadRanking.from_scale(torch.rand(2, 4, 8), one_head.name, one_head.geometry))
+    heads = write_heads(tmp_path / "heads.json", random_ranking(one_head))
     module = BiasTuningModule(one_head, "sft", TuningConfig(heads=str(heads), top_k=2), tmp_path)
     assert module.intervention.offset.numel() == 64 and module.intervention.num_trainable == 16
     trainer = TrainerConfig(accelerator="cpu", max_epochs=2)  # progress bar and summary on (the defaults)
@@ -277,19 +282,22 @@ def test_trainer_flags_pass_through_unchanged(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "cfg,message",
+    "settings,message",
     [
-        (TrainerConfig(logger={"class_path": "no_such_package.Logger"}), "trainer.logger: cannot import 'no_such_package.Logger'"),
-        (TrainerConfig(callbacks=["NoSuchCallback"]), "trainer.callbacks: 'NoSuchCallback' is not a Callback class"),
-        (TrainerConfig(callbacks=["lightning.pytorch.loggers.CSVLogger"]), "is not a Callback class"),
-        (TrainerConfig(callbacks=[{"class_path": "EarlyStopping", "init_args": {"bad": 1}}]), "cannot create 'EarlyStopping'"),
-        (TrainerConfig(barebones=True), "trainer: .*barebones"),
+        (dict(logger={"class_path": "no_such.Logger"}), "trainer.logger: cannot import 'no_such.Logger'"),
+        (dict(callbacks=["NoSuchCallback"]), "trainer.callbacks: 'NoSuchCallback' is not a Callback class"),
+        (dict(callbacks=["lightning.pytorch.loggers.CSVLogger"]), "is not a Callback class"),
+        (dict(callbacks=[{"class_path": "EarlyStopping", "init_args": {"bad": 1}}]), "cannot create 'EarlyStopping'"),
+        (dict(barebones=True), "trainer: .*barebones"),
     ],
 )  # fmt: skip
-def test_bad_trainer_objects_are_one_line_config_errors(cfg, message, tmp_path):
+def test_bad_trainer_objects_are_one_line_config_errors(settings, message, tmp_path):
     with pytest.raises(ConfigError, match=message) as refused:
-        build_trainer(cfg, tmp_path, SelectionConfig())
+        build_trainer(TrainerConfig(**settings), tmp_path, SelectionConfig())
     assert "\n" not in str(refused.value)
+    if "cannot create" not in message and "barebones" not in message:  # found before any model loads
+        with pytest.raises(ConfigError, match=message):
+            check_trainer(TrainerConfig(**settings))
 
 
 def test_a_shipped_config_runs_with_an_extra_logger_and_callback(tokenizer, shared_data, tmp_path, capsys):

@@ -150,6 +150,7 @@ class EpochSummaryLines(ProgressBar):
         if not (self.enabled and trainer.is_global_zero):
             return
         metrics = trainer.callback_metrics
-        values = [f"{name.removesuffix('_epoch')} {float(metrics[name]):.4f}" for name in self.METRICS if name in metrics]
+        shown = [name for name in self.METRICS if name in metrics]
+        values = [f"{name.removesuffix('_epoch')} {float(metrics[name]):.4f}" for name in shown]
         total = "" if trainer.max_epochs in (None, -1) else f"/{trainer.max_epochs}"
         print(f"epoch {trainer.current_epoch + 1}{total}: " + ", ".join(values), file=sys.stderr, flush=True)

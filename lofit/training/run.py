@@ -143,16 +143,21 @@ def check_heads_file(path: str, backbone: BackboneConfig) -> None:
         )
 
 
-def instantiate(spec: str | ClassSpec, field: str, base: type | None = None, search: Sequence[str] = ()) -> Any:
-    """A Lightning object from a LightningCLI-style `{class_path, init_args}` (or a bare class path)."""
-    class_path, init_args = (spec, {}) if isinstance(spec, str) else (spec["class_path"], spec.get("init_args") or {})
-    unknown = set() if isinstance(spec, str) else set(spec) - {"class_path", "init_args"}
+def class_spec(spec: str | ClassSpec, field: str) -> tuple[str, dict[str, Any]]:
+    """The class path and init_args of a LightningCLI-style `{class_path, init_args}` (or a bare path)."""
+    if isinstance(spec, str):
+        return spec, {}
+    unknown = set(spec) - {"class_path", "init_args"}
     if unknown:
-        raise ConfigError(f"trainer.{field}: '{class_path}' has unknown keys {sorted(unknown)} (use init_args)")
+        raise ConfigError(f"trainer.{field}: '{spec['class_path']}' has unknown keys {sorted(unknown)} (use init_args)")
+    return spec["class_path"], spec.get("init_args") or {}
+
+
+def resolve_class(class_path: str, field: str, base: type | None = None, search: Sequence[str] = ()) -> type:
+    """Import `class_path`; a bare class name is looked up in the `search` modules."""
     module_name, _, name = class_path.rpartition(".")
-    candidates = [module_name] if module_name else list(search)
     cls = None
-    for candidate in candidates:
+    for candidate in [module_name] if module_name else search:
         try:
             cls = getattr(importlib.import_module(candidate), name, None)
         except ImportError as err:
@@ -162,15 +167,31 @@ def instantiate(spec: str | ClassSpec, field: str, base: type | None = None, sea
     if not isinstance(cls, type) or (base is not None and not issubclass(cls, base)):
         kind = f"a {base.__name__} class" if base is not None else "a class"
         raise ConfigError(f"trainer.{field}: '{class_path}' is not {kind}")
+    return cls
+
+
+def instantiate(spec: str | ClassSpec, field: str, base: type | None = None, search: Sequence[str] = ()) -> Any:
+    """A Lightning object from its class_path spec; any failure is one line naming the class."""
+    class_path, init_args = class_spec(spec, field)
+    cls = resolve_class(class_path, field, base, search)
     try:
         return cls(**init_args)
     except Exception as err:  # a user's class may fail in any way; the one line names it
         raise ConfigError(f"trainer.{field}: cannot create '{class_path}': {type(err).__name__}: {err}") from None
 
 
-def trainer_object(value: Any, field: str, search: Sequence[str]) -> Any:
+def check_trainer(cfg: TrainerConfig) -> None:
+    """Fail before any model loads when a logger or callback class does not import."""
+    from lightning.pytorch.loggers import Logger
+
+    for field, base, search in (("logger", Logger, LOGGER_MODULES), ("callbacks", L.Callback, CALLBACK_MODULES)):
+        for spec in as_list(getattr(cfg, field)):
+            resolve_class(class_spec(spec, field)[0], field, base, search)
+
+
+def trainer_object(value: Any, field: str) -> Any:
     """A Trainer argument that may name an object (`strategy: {class_path: ...}`), else the value itself."""
-    return instantiate(value, field, search=search) if isinstance(value, dict) else value
+    return instantiate(value, field) if isinstance(value, dict) else value
 
 
 def build_trainer(
@@ -206,14 +227,15 @@ def build_trainer(
     own = [*checkpoints, MetricsJsonCallback(output_dir / METRICS_FILE), *callbacks]
     if cfg.enable_model_summary is not False and not any(isinstance(c, ModelSummary) for c in users):
         own.append(MovableParameterSummary())
-    if cfg.enable_progress_bar is not False and not sys.stderr.isatty() and not any(isinstance(c, ProgressBar) for c in users):
+    in_log_file = not sys.stderr.isatty()
+    if cfg.enable_progress_bar is not False and in_log_file and not any(isinstance(c, ProgressBar) for c in users):
         own.append(EpochSummaryLines())
     settings = {name: getattr(cfg, name) for name in TRAINER_ARGS}
     settings.update(
-        accelerator=trainer_object(cfg.accelerator, "accelerator", ()),
-        strategy=trainer_object(cfg.strategy, "strategy", ()),
-        profiler=trainer_object(cfg.profiler, "profiler", ()),
-        plugins=[trainer_object(plugin, "plugins", ()) for plugin in as_list(cfg.plugins)] or None,
+        accelerator=trainer_object(cfg.accelerator, "accelerator"),
+        strategy=trainer_object(cfg.strategy, "strategy"),
+        profiler=trainer_object(cfg.profiler, "profiler"),
+        plugins=[trainer_object(plugin, "plugins") for plugin in as_list(cfg.plugins)] or None,
         logger=[ContinuedCSVLogger(output_dir, resume=resume), *loggers],
         callbacks=[*own, *users],
         default_root_dir=output_dir,
@@ -232,14 +254,17 @@ class _DropLightningNoise(logging.Filter):
 
 
 @contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """Drop Lightning's start-up chatter (device availability, product tips, a torch deprecation it triggers)."""
+def quiet_lightning(resume: bool = False) -> Iterator[None]:
+    """Drop Lightning's start-up chatter (device availability, product tips, a torch deprecation it
+    triggers) and, when resuming, its warning that the checkpoint folder is not empty."""
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     noise = _DropLightningNoise()
     logger.addFilter(noise)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+            if resume:
+                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
             yield
     finally:
         logger.removeFilter(noise)
@@ -263,8 +288,9 @@ def fit(
     output_dir = Path(output_dir)
     datamodule = LoFiTDataModule(task, module.backbone, data, seed=module.config.seed)
     extra = [TaskMetricCallback(task, validation)] if validation.task_metric else []
-    with quiet_lightning():
-        pl_trainer = build_trainer(trainer, output_dir, module.config, [*extra, *callbacks], resume=ckpt_path is not None)
+    resume = ckpt_path is not None
+    with quiet_lightning(resume):
+        pl_trainer = build_trainer(trainer, output_dir, module.config, [*extra, *callbacks], resume=resume)
         try:
             pl_trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except pickle.UnpicklingError as err:
