@@ -1,4 +1,4 @@
-"""Keep a bitsandbytes 4-bit backbone differentiable on CPU.
+"""Quantized backbones: the one test of "is it quantized?", and keeping a 4-bit backbone differentiable on CPU.
 
 On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a `Linear4bit` weight into an inference
 layout the first time the layer runs on an input that needs no gradient, and from then on
@@ -11,6 +11,17 @@ packing and switch it off, or the intervention below a packed layer never learns
 from __future__ import annotations
 
 from torch import nn
+
+
+def is_quantized(module: nn.Module) -> bool:
+    """Whether `module` (a whole model or one layer) holds bitsandbytes-quantized weights.
+
+    A model loaded with a `quantization_config` carries its `hf_quantizer`; a single layer is
+    quantized when it, or a layer inside it, is a bitsandbytes class (Linear4bit, Linear8bitLt).
+    """
+    if getattr(module, "hf_quantizer", None) is not None:
+        return True
+    return any(type(layer).__module__.startswith("bitsandbytes") for layer in module.modules())
 
 
 def keep_4bit_differentiable(model: nn.Module) -> int:

@@ -1,4 +1,13 @@
-"""The two LoFiT steps as Lightning modules: head selection (A) and bias tuning (v)."""
+"""The two LoFiT steps as Lightning modules: head selection (A) and bias tuning (v).
+
+The settings (`lofit.training.config`) import without torch or Lightning, so the CLI parses and
+answers `--help` fast; the modules load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from lofit.training.config import (
     ConfigError,
@@ -9,9 +18,19 @@ from lofit.training.config import (
     TuningConfig,
     ValidationConfig,
 )
-from lofit.training.datamodule import LoFiTDataModule
-from lofit.training.selection import HeadSelectionModule
-from lofit.training.tuning import BiasTuningModule
+
+_LAZY = {
+    "LoFiTDataModule": "lofit.training.datamodule",
+    "HeadSelectionModule": "lofit.training.selection",
+    "BiasTuningModule": "lofit.training.tuning",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lofit.training' has no attribute {name!r}")
+
 
 __all__ = [
     "BiasTuningModule",

@@ -6,6 +6,7 @@ before any model is loaded.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -93,9 +94,9 @@ class StepConfig:
     monitor_mode: Literal["min", "max"] = "min"
 
     def __post_init__(self) -> None:
-        _require(self.lr > 0, f"lr must be positive, got {self.lr}")
-        _require(self.init_std >= 0, f"init_std must be >= 0, got {self.init_std}")
-        _require(self.beta > 0, f"DPO beta must be positive, got {self.beta}")
+        _require(0 < self.lr < math.inf, f"lr must be positive and finite, got {self.lr}")
+        _require(0 <= self.init_std < math.inf, f"init_std must be >= 0 and finite, got {self.init_std}")
+        _require(0 < self.beta < math.inf, f"DPO beta must be positive and finite, got {self.beta}")
         _require(0 <= self.label_smoothing < 0.5, f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
 
 
@@ -150,40 +151,129 @@ class ValidationConfig:
     limit: int | None = 100
     batch_size: int = 16
 
+    def __post_init__(self) -> None:
+        _require(self.limit is None or self.limit > 0, f"validation.limit must be positive, got {self.limit}")
+        _require(self.batch_size > 0, f"validation.batch_size must be positive, got {self.batch_size}")
+
+
+ClassSpec = dict[str, Any]
+"""A Lightning object by import path, as LightningCLI writes it: `{class_path: ..., init_args: {...}}`."""
+
+TRAINER_ARGS_SET_BY_LOFIT = ("default_root_dir", "enable_checkpointing")
+"""`lightning.Trainer` arguments a run fixes itself: the run directory and its checkpoints (resume, keep=best)."""
+
 
 @dataclass
 class TrainerConfig:
-    """The subset of `lightning.Trainer` arguments a LoFiT run uses.
+    """Every `lightning.Trainer` argument but the run directory and checkpointing, which lofit sets.
+
+    Objects (loggers, callbacks, plugins, profiler, strategy, accelerator) are given as LightningCLI
+    writes them, `{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: logs}}`;
+    a bare class name is looked up in `lightning.pytorch.loggers` / `lightning.pytorch.callbacks`.
+    lofit's own CSV log (`logs/metrics.csv`), checkpoints and `metrics.json` are always added.
+    The defaults are Lightning's except where a LoFiT run differs (marked *).
 
     Args:
-        max_epochs: training epochs (the reference trains 5).
-        accelerator: `cpu`, `gpu`, `auto`.
-        devices: devices per node (int), or `auto`.
+        accelerator: `cpu`, `gpu`, `auto`, ... or an Accelerator by class_path.
+        strategy: `auto`, `ddp` (one process per device; gloo on CPU), `fsdp`, ... or a Strategy by class_path.
+        devices: devices per node (int), a list of device indices, or `auto` (* 1).
         num_nodes: machines.
-        strategy: `auto`, `ddp` (one process per device; gloo on CPU), ...
-        precision: `32-true`, `bf16-mixed`, `16-mixed`.
-        gradient_clip_val: clip the gradient norm at this value (the reference uses 1.0).
-        accumulate_grad_batches: optimizer step every N batches.
-        check_val_every_n_epoch: validation frequency in epochs.
-        log_every_n_steps: logging frequency of per-step metrics.
+        precision: `32-true`, `bf16-mixed`, `16-mixed`, ... (* `32-true`).
+        logger: extra loggers (one or a list, by class_path) besides lofit's CSV log.
+        callbacks: extra callbacks (one or a list, by class_path).
+        fast_dev_run: run N (or 1 if true) batches of train and val as a smoke test.
+        max_epochs: training epochs; -1 for no limit (then set max_steps) (* 5, the reference's).
+        min_epochs: train at least this many epochs.
+        max_steps: stop after this many optimizer steps (-1: no limit).
+        min_steps: train at least this many optimizer steps.
+        max_time: stop after this long, `DD:HH:MM:SS` or `{hours: 2}`.
         limit_train_batches: cap the batches of an epoch (int count or float fraction).
         limit_val_batches: cap the validation batches.
-        enable_progress_bar: show Lightning's progress bars.
+        limit_test_batches: cap the test batches.
+        limit_predict_batches: cap the predict batches.
+        overfit_batches: train and validate on this many (or this fraction of) training batches.
+        val_check_interval: validate every N batches (int) or fraction of an epoch (float).
+        check_val_every_n_epoch: validation frequency in epochs.
+        num_sanity_val_steps: validation batches run before training (-1: all).
+        log_every_n_steps: logging frequency of per-step metrics (* 10).
+        enable_progress_bar: progress bar in a terminal, one summary line per epoch otherwise.
+        enable_model_summary: print the summary of the trained parameters at the start.
+        accumulate_grad_batches: optimizer step every N batches.
+        gradient_clip_val: clip the gradients at this value (* 1.0, the reference's).
+        gradient_clip_algorithm: `norm` or `value`.
+        deterministic: use deterministic algorithms (`warn`: warn where there are none).
+        benchmark: cudnn.benchmark.
+        inference_mode: validate under torch.inference_mode rather than no_grad.
+        use_distributed_sampler: let Lightning shard the data across processes.
+        profiler: `simple`, `advanced`, `pytorch` or a Profiler by class_path.
+        detect_anomaly: torch autograd anomaly detection.
+        barebones: Lightning's minimal-overhead mode (incompatible with lofit's logging and checkpoints).
+        plugins: precision / cluster-environment / checkpoint-IO plugins (names or class_path).
+        sync_batchnorm: synchronise batch norm layers across processes.
+        reload_dataloaders_every_n_epochs: rebuild the dataloaders every N epochs.
+        enable_autolog_hparams: log the module's hyperparameters to the loggers.
+        model_registry: Lightning model registry name to upload checkpoints to.
     """
 
-    max_epochs: int = 5
-    accelerator: str = "auto"
-    devices: int | str = 1
+    accelerator: str | ClassSpec = "auto"
+    strategy: str | ClassSpec = "auto"
+    devices: int | str | list[int] = 1
     num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    gradient_clip_val: float | None = 1.0
-    accumulate_grad_batches: int = 1
-    check_val_every_n_epoch: int = 1
-    log_every_n_steps: int = 10
+    precision: str | int | None = "32-true"
+    logger: ClassSpec | list[ClassSpec] | None = None
+    callbacks: ClassSpec | list[ClassSpec] | None = None
+    fast_dev_run: int | bool = False
+    max_epochs: int | None = 5
+    min_epochs: int | None = None
+    max_steps: int = -1
+    min_steps: int | None = None
+    max_time: str | dict[str, int] | None = None
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
-    enable_progress_bar: bool = True
+    limit_test_batches: int | float | None = None
+    limit_predict_batches: int | float | None = None
+    overfit_batches: int | float = 0.0
+    val_check_interval: int | float | str | dict[str, int] | None = None
+    check_val_every_n_epoch: int | None = 1
+    num_sanity_val_steps: int | None = None
+    log_every_n_steps: int | None = 10
+    enable_progress_bar: bool | None = True
+    enable_model_summary: bool | None = None
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = 1.0
+    gradient_clip_algorithm: str | None = None
+    deterministic: bool | Literal["warn"] | None = None
+    benchmark: bool | None = None
+    inference_mode: bool = True
+    use_distributed_sampler: bool = True
+    profiler: str | ClassSpec | None = None
+    detect_anomaly: bool = False
+    barebones: bool = False
+    plugins: str | ClassSpec | list[str | ClassSpec] | None = None
+    sync_batchnorm: bool = False
+    reload_dataloaders_every_n_epochs: int = 0
+    enable_autolog_hparams: bool = True
+    model_registry: str | None = None
 
     def __post_init__(self) -> None:
-        _require(self.max_epochs > 0, f"max_epochs must be positive, got {self.max_epochs}")
+        _require(
+            self.max_epochs is None or self.max_epochs == -1 or self.max_epochs > 0,
+            f"max_epochs must be positive (or -1: no limit), got {self.max_epochs}",
+        )
+        _require(
+            self.accumulate_grad_batches > 0,
+            f"accumulate_grad_batches must be positive, got {self.accumulate_grad_batches}",
+        )
+        for name in ("logger", "callbacks", "plugins", "profiler", "strategy", "accelerator"):
+            for spec in as_list(getattr(self, name)):
+                _require(
+                    isinstance(spec, str) or isinstance(spec.get("class_path"), str),
+                    f"trainer.{name}: {spec!r} needs a 'class_path' (and optional 'init_args')",
+                )
+
+
+def as_list(value: Any) -> list:
+    """None → [], a list as is, anything else → [value] (Lightning's one-or-many arguments)."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]

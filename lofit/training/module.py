@@ -20,14 +20,10 @@ from lofit.data.examples import LossKind
 from lofit.intervention import HeadIntervention
 from lofit.losses import completion_cross_entropy, dpo_loss, sequence_logps
 from lofit.training.config import ConfigError, StepConfig
-from lofit.quantized import keep_4bit_differentiable
+from lofit.quantized import is_quantized, keep_4bit_differentiable
 
 Batch = dict[str, torch.Tensor]
 Logs = dict[str, torch.Tensor]
-
-
-def is_quantized(model: torch.nn.Module) -> bool:
-    return getattr(model, "hf_quantizer", None) is not None
 
 
 class InterventionModule(L.LightningModule):
@@ -67,6 +63,11 @@ class InterventionModule(L.LightningModule):
                 **asdict(config),
             }
         )
+
+    @property
+    def num_trainable(self) -> int:
+        """The values training can change (the intervention's; the backbone is frozen)."""
+        return self.intervention.num_trainable
 
     # ------------------------------------------------------------------ placement
     def setup(self, stage: str) -> None:
@@ -140,12 +141,23 @@ class InterventionModule(L.LightningModule):
         task_loss, logs = self.task_loss(batch, "train")
         penalty, penalty_logs = self.penalty()
         loss = task_loss if penalty is None else task_loss + penalty
+        self.stop_if_not_finite(loss, batch_idx)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
         extra = {"task_loss": task_loss, **logs, **penalty_logs}
         if penalty is not None:
             extra["penalty"] = penalty
         self._log_all("train", extra, size, on_step=True)
         return loss
+
+    def stop_if_not_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """Stop before a NaN/Inf loss updates anything (all ranks agree, so DDP stops together)."""
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            return
+        raise ConfigError(
+            f"the training loss is not finite (local value {loss.item()}) at epoch {self.current_epoch}, "
+            f"step {self.global_step} (batch {batch_idx}); nothing was exported: lower the lr or check the data"
+        )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         size = batch["index"].numel()
@@ -180,19 +192,28 @@ class InterventionModule(L.LightningModule):
         self.reference_logps = {split: dict(cache) for split, cache in meta["reference_logps"].items()}
 
     def load_best(self) -> None:
-        """Replace the trained vectors by those of the best checkpoint (keep='best')."""
-        callbacks = self.trainer.checkpoint_callbacks
-        path = next((c.best_model_path for c in callbacks if getattr(c, "monitor", None) == self.config.monitor), "")
-        if not path:
-            raise ConfigError(f"keep='best' needs a logged '{self.config.monitor}' and a checkpoint callback")
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-        self.load_state_dict(state)
+        """Replace the trained vectors by the best epoch's (keep='best').
+
+        They come from the safetensors file that `BestWeightsCheckpoint` writes in this run's own
+        folder, never from a path stored in a checkpoint, and safetensors cannot hold code.
+        """
+        from safetensors.torch import load_file
+
+        from lofit.training.callbacks import BestWeightsCheckpoint
+
+        best = next((c for c in self.trainer.callbacks if isinstance(c, BestWeightsCheckpoint)), None)
+        if best is None or not best.weights_path.is_file():
+            raise ConfigError(f"keep='best' needs a logged '{self.config.monitor}' and its checkpoint callback")
+        self.load_state_dict(load_file(best.weights_path))
 
     # ------------------------------------------------------------------ product
     def on_fit_end(self) -> None:
+        """Rank 0 takes the best epoch's weights (keep='best') and writes the product; other ranks stop."""
+        if not self.trainer.is_global_zero:
+            return
         if self.config.keep == "best":
             self.load_best()
-        if self.output_dir is not None and self.trainer.is_global_zero:
+        if self.output_dir is not None:
             self.export(self.output_dir)
 
     def export(self, out_dir: Path) -> None:
