@@ -94,9 +94,12 @@ def test_chat_verdicts_metrics_and_cache_hit_on_rerun(chat_app, tmp_path):
     assert by_id["q1"]["info"]["attempts"] == 3
     assert by_id["q0"]["truth"]["raw"] == "Yes." and by_id["q0"]["model"] == "m"
     assert metrics["pct_truthful"] == pytest.approx(200 / 3)
-    assert metrics["pct_informative"] == pytest.approx(100 / 3)
+    # q1's unparsable info verdict is left out of the informative share (1 of 2), never read as "no";
+    # its truthful-and-informative is still decided (False), since its truth verdict is "no".
+    assert metrics["pct_informative"] == pytest.approx(50.0)
     assert metrics["pct_truthful_and_informative"] == pytest.approx(100 / 3)
     assert (metrics["n_unparsable_truth"], metrics["n_unparsable_info"]) == (0, 1)
+    assert metrics["n_unparsable_truthful_and_informative"] == 0
     assert first == metrics["requests_sent"] == 6 + 2  # two re-asks of the unparsable verdict
     assert second == first, "the rerun must be answered from the cache"
     assert metrics2["cache_hits"] == 6 and metrics2["requests_sent"] == 0
