@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from lofit.backbone import BackboneConfig
+from lofit.data.sources import DataSourceError
 from lofit.evaluation import check_batch_size, check_limit
 from lofit.judge import JudgeAPIError, JudgeConfig, JudgeNotConfigured
 from lofit.methods.commands import iti, lora, red, repe
@@ -330,9 +331,10 @@ SUBCOMMANDS: dict[str, Callable[..., dict | None]] = {
 }
 
 
-# What a user's input can cause: bad values (ConfigError and the ValueErrors lofit raises for
-# malformed files), unreadable or missing paths, and a judge that is absent or unreachable.
-USER_ERRORS = (ValueError, OSError, JudgeNotConfigured, JudgeAPIError)
+# What a user's input or environment can cause: bad values (ConfigError and the ValueErrors lofit
+# raises for malformed files), unreadable or missing paths, raw data that cannot be placed, and a
+# judge that is absent or unreachable. Anything else is a bug in lofit or a library.
+USER_ERRORS = (ValueError, OSError, DataSourceError, JudgeNotConfigured, JudgeAPIError)
 DEBUG_ENV = "LOFIT_DEBUG"
 
 
