@@ -7,13 +7,16 @@ model fails with a clear message instead of silently mis-indexing heads.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lofit import __version__
-from lofit.families import HeadGeometry
+from lofit.families import HeadGeometry, head_geometry
 from lofit.intervention import COMPONENTS, HeadIntervention
 from lofit.io import atomic_path, read_json, write_json
 
@@ -57,6 +60,10 @@ def save_adapter(
     if head_scores is not None and len(head_scores) != len(intervention.heads):
         raise ValueError(f"{len(head_scores)} head scores for {len(intervention.heads)} heads")
     tensors = {name: intervention.head_rows(name).float().contiguous() for name in intervention.components}
+    for name, rows in tensors.items():
+        _check_finite(rows, f"{path / WEIGHTS_NAME}: tensor '{name}'")
+    if head_scores is not None and not all(math.isfinite(float(s)) for s in head_scores):
+        raise ValueError(f"{path / CONFIG_NAME}: head_scores hold NaN or Inf values")
     geometry = intervention.geometry
     config = AdapterConfig(
         base_model=base_model,
@@ -90,16 +97,49 @@ def read_adapter_config(path: str | Path) -> AdapterConfig:
     return config
 
 
-def check_compatible(config: AdapterConfig, geometry: HeadGeometry, model_type: str, source: str) -> None:
-    """Fail with a clear message when an adapter was made for a differently shaped model."""
+def _check_geometry(config: AdapterConfig, geometry: HeadGeometry, source: str) -> None:
     if config.geometry != geometry:
         raise ValueError(
             f"{source}: adapter is for {config.num_layers} layers × {config.num_heads} heads × "
             f"{config.head_dim} dims ({config.base_model}), but the model has {geometry.num_layers} × "
             f"{geometry.num_heads} × {geometry.head_dim}"
         )
+
+
+def check_adapter_geometry(path: str | Path, model_folder: str | Path) -> None:
+    """Before any weights load: the adapter's head geometry against a model folder's config.json."""
+    from transformers import AutoConfig
+
+    config = read_adapter_config(path)
+    _check_geometry(config, head_geometry(AutoConfig.from_pretrained(model_folder)), str(Path(path) / CONFIG_NAME))
+
+
+def check_compatible(config: AdapterConfig, geometry: HeadGeometry, model_type: str, source: str) -> None:
+    """Fail with a clear message when an adapter was made for a differently shaped model."""
+    _check_geometry(config, geometry, source)
     if config.model_type != model_type:
         raise ValueError(f"{source}: adapter is for model_type '{config.model_type}', the model is '{model_type}'")
+
+
+def _check_finite(tensor: torch.Tensor, what: str) -> None:
+    """A NaN/Inf entry would silently turn every edited activation into NaN: refuse it."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{what} holds NaN or Inf values")
+
+
+def read_weights(file: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a missing, truncated or corrupt file or a non-finite
+    tensor is a ValueError/FileNotFoundError naming the file (and the tensor)."""
+    file = Path(file)
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: file not found")
+    try:
+        tensors = load_file(str(file))
+    except SafetensorError as err:
+        raise ValueError(f"{file}: not a readable safetensors file (truncated or corrupt?): {err}") from None
+    for name, tensor in tensors.items():
+        _check_finite(tensor, f"{file}: tensor '{name}'")
+    return tensors
 
 
 def load_adapter(path: str | Path, backbone) -> HeadIntervention:
@@ -108,9 +148,7 @@ def load_adapter(path: str | Path, backbone) -> HeadIntervention:
     config = read_adapter_config(path)
     check_compatible(config, backbone.geometry, backbone.model.config.model_type, str(path / CONFIG_NAME))
     weights_file = path / WEIGHTS_NAME
-    if not weights_file.is_file():
-        raise FileNotFoundError(f"{weights_file}: file not found")
-    tensors = load_file(str(weights_file))
+    tensors = read_weights(weights_file)
     if set(tensors) != set(config.components):
         raise ValueError(f"{weights_file}: holds {sorted(tensors)}, config says {config.components}")
     intervention = HeadIntervention(backbone.geometry, components=config.components, heads=config.heads)

@@ -14,20 +14,27 @@ Each subcommand's typed, documented signature is its CLI and YAML schema (jsonar
     lofit iti --task.name truthfulqa --top_k '[8, 27]' --alpha '[5, 15]'     # baselines, same data
     lofit lora --config configs/mquake-lora.yaml && lofit evaluate --task.name mquake --adapter outputs/lora/lora
 Add a subcommand by adding a typed function to `SUBCOMMANDS`.
+
+Only light modules (config dataclasses) are imported here, so `lofit --help` and argument
+errors answer at once; torch, transformers, fastapi and the openai client load inside the
+subcommand that needs them. User mistakes end as one `lofit: error: ...` line (exit 2); a full
+traceback is printed only with `LOFIT_DEBUG=1`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 from lofit.backbone import BackboneConfig
-from lofit.judge import JudgeConfig
+from lofit.data.sources import DataSourceError
+from lofit.evaluation import check_batch_size, check_limit
+from lofit.judge import JudgeAPIError, JudgeConfig, JudgeNotConfigured
 from lofit.methods.commands import iti, lora, red, repe
-from lofit.serve import serve
 from lofit.training.config import (
     ConfigError,
     DataConfig,
@@ -134,10 +141,36 @@ def evaluate(
 
     from lofit.training.run import build_task
 
+    check_limit(limit)
+    check_batch_size(batch_size)
     task_obj = build_task(task)
     model, context = _with_adapter(backbone, adapter)
     with context, torch.no_grad():
         return task_obj.evaluate(model, split=split, out_dir=output_dir, limit=limit, batch_size=batch_size)
+
+
+def _check_edit_folder(adapter: str, backbone: BackboneConfig) -> str:
+    """Validate an edit folder before the backbone loads; returns its method.
+
+    The folder must exist and say what it is, every safetensors file in it must be complete and
+    finite, and a lofit adapter must fit the backbone's head geometry (read from its config.json
+    when the backbone is a local folder), so a bad `--adapter` fails in seconds, not after the
+    model loaded.
+    """
+    from lofit.adapter import check_adapter_geometry, read_weights
+    from lofit.backbone import resolve_model_path
+    from lofit.methods.loading import edit_method
+
+    folder = Path(adapter)
+    if not folder.is_dir():
+        raise ConfigError(f"adapter {adapter}: folder not found")
+    method = edit_method(folder)
+    for weights in sorted(folder.glob("*.safetensors")):
+        read_weights(weights)
+    model_folder = Path(resolve_model_path(backbone.model))
+    if method == "lofit" and (model_folder / "config.json").is_file():
+        check_adapter_geometry(folder, model_folder)
+    return method
 
 
 def _with_adapter(backbone: BackboneConfig, adapter: str | None):
@@ -145,22 +178,14 @@ def _with_adapter(backbone: BackboneConfig, adapter: str | None):
     import contextlib
 
     from lofit.backbone import load_backbone
-    from lofit.methods.loading import edit_method, load_edit
+    from lofit.methods.loading import load_edit
 
     if adapter is not None:
-        if not Path(adapter).is_dir():
-            raise ConfigError(f"adapter {adapter}: folder not found")
-        try:
-            edit_method(adapter)  # an unknown folder fails before the weights load
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+        _check_edit_folder(adapter, backbone)
     model = load_backbone(backbone)
     if adapter is None:
         return model, contextlib.nullcontext()
-    try:
-        edit = load_edit(adapter, model)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    edit = load_edit(adapter, model)
     return model, edit.applied(model.model, model.family)
 
 
@@ -173,10 +198,7 @@ def convert(model: str = "embedded:smollm2-135m-instruct", output_dir: str = "da
     """
     from lofit.convert import materialise
 
-    try:
-        return {"model": model, "output_dir": str(materialise(model, output_dir))}
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(str(err)) from None
+    return {"model": model, "output_dir": str(materialise(model, output_dir))}
 
 
 def export(adapter: str, backbone: BackboneConfig = BackboneConfig(), output_dir: str = "outputs/merged") -> dict:
@@ -194,14 +216,14 @@ def export(adapter: str, backbone: BackboneConfig = BackboneConfig(), output_dir
     from lofit.backbone import load_backbone
     from lofit.merge import export_merged
 
-    if not Path(adapter).is_dir():
-        raise ConfigError(f"adapter {adapter}: folder not found")
+    method = _check_edit_folder(adapter, backbone)
+    if method != "lofit":
+        raise ConfigError(f"adapter {adapter}: export folds lofit adapters only, this is a {method} folder")
+    if backbone.quantization != "none":
+        raise ConfigError("export needs an unquantized backbone: set --backbone.quantization none")
     model = load_backbone(backbone)
-    try:
-        intervention = load_adapter(adapter, model)
-        export_merged(model.model, model.tokenizer, intervention, output_dir)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    intervention = load_adapter(adapter, model)
+    export_merged(model.model, model.tokenizer, intervention, output_dir)
     return {"adapter": adapter, "output_dir": output_dir, "heads": len(intervention.heads)}
 
 
@@ -233,6 +255,8 @@ def generate(
     from lofit.tasks.truthfulqa import TruthfulQA
     from lofit.training.run import build_task
 
+    check_limit(limit)
+    check_batch_size(batch_size)
     task_obj = build_task(task)
     if not isinstance(task_obj, TruthfulQA):
         raise ConfigError(f"open-ended generation is defined for truthfulqa, not '{task.name}'")
@@ -254,12 +278,41 @@ def judge(answers: str, output_dir: str = "outputs/judge", judge_config: JudgeCo
         judge_config: judge endpoint, model, style, concurrency, retries and cache.
         require: fail instead of recording "not judged".
     """
-    from lofit.judge import JudgeNotConfigured, judge_file
+    from lofit.judge import judge_file
 
-    try:
-        return judge_file(answers, output_dir, judge_config, require=require)
-    except (JudgeNotConfigured, FileNotFoundError, ValueError) as err:
-        raise ConfigError(str(err)) from None
+    return judge_file(answers, output_dir, judge_config, require=require)
+
+
+def serve(
+    backbone: BackboneConfig = BackboneConfig(),
+    adapter: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    model_id: str = "lofit",
+) -> None:
+    """Serve the backbone (with an edit attached if given) over an OpenAI-compatible HTTP API.
+
+    Clients use `base_url=http://HOST:PORT/v1` and `model=MODEL_ID` with any API key. Blocks
+    until interrupted. Endpoints and limits: `lofit.serve`.
+
+    Args:
+        backbone: the frozen model to serve.
+        adapter: an edit folder: `lofit tune` adapter, ITI adapter, LoRA, RED or RepE steering (None: base model).
+        host: interface to bind; the default accepts local connections only.
+        port: TCP port.
+        model_id: the model name clients must request.
+    """
+    import uvicorn
+
+    from lofit.backbone import load_backbone
+    from lofit.serve import create_app
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port must be in 0..65535, got {port}")
+    if adapter is not None:
+        _check_edit_folder(adapter, backbone)
+    app = create_app(load_backbone(backbone), adapter, model_id)
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 SUBCOMMANDS: dict[str, Callable[..., dict | None]] = {
@@ -278,15 +331,41 @@ SUBCOMMANDS: dict[str, Callable[..., dict | None]] = {
 }
 
 
+# What a user's input or environment can cause: bad values (ConfigError and the ValueErrors lofit
+# raises for malformed files), unreadable or missing paths, raw data that cannot be placed, and a
+# judge that is absent or unreachable. Anything else is a bug in lofit or a library.
+USER_ERRORS = (ValueError, OSError, DataSourceError, JudgeNotConfigured, JudgeAPIError)
+DEBUG_ENV = "LOFIT_DEBUG"
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's message with its lines joined (the contract is one line), or its type name."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `lofit` console script; configuration mistakes exit 2 with one line."""
+    """Entry point of the `lofit` console script.
+
+    A user mistake exits 2 with one `lofit: error:` line; any other exception is a bug and exits
+    1 with one line naming its type (a wall of traceback would bury the message), unless
+    `LOFIT_DEBUG=1` asks for the traceback.
+    """
     from jsonargparse import auto_cli
 
     try:
         result = auto_cli(SUBCOMMANDS, args=argv)
-    except ConfigError as err:
-        print(f"lofit: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except Exception as err:
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        if isinstance(err, USER_ERRORS):
+            print(f"lofit: error: {_one_line(err)}", file=sys.stderr)
+            raise SystemExit(2) from None
+        print(
+            f"lofit: error: internal error: {type(err).__name__}: {_one_line(err)} "
+            f"(set {DEBUG_ENV}=1 for the traceback)",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
     if result:
         print(json.dumps(result, indent=2))
 

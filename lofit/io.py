@@ -45,7 +45,7 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
 
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_open(path) as handle:
-        json.dump(data, handle, indent=2, sort_keys=False, ensure_ascii=False)
+        json.dump(data, handle, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False)
         handle.write("\n")
 
 

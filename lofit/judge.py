@@ -239,6 +239,11 @@ def _retry_after(err: Exception) -> float:
     return 0.0
 
 
+def _one_line(err: Exception) -> str:
+    """An API error as `Type: message` on one line (openai messages may embed the response body)."""
+    return f"{type(err).__name__}: " + " ".join(str(err).split())
+
+
 class _Cancelled(Exception):
     """Another request failed for good; stop sending new ones."""
 
@@ -258,6 +263,8 @@ class _Judge:
             max_retries=0,
             timeout=config.timeout_s,
         )
+        endpoint = redact_url(config.base_url) or "the openai client's default endpoint"
+        self.where = f"judge model '{config.model}' at {endpoint}"
         self.stop = threading.Event()
         self.requests_sent = 0
         self.retries = 0
@@ -296,10 +303,10 @@ class _Judge:
                 return self._send(prompt)
             except Exception as err:  # noqa: BLE001 - classified right below
                 if not _retryable(err):
-                    raise JudgeAPIError(f"judge request failed: {type(err).__name__}: {err}") from err
+                    raise JudgeAPIError(f"{self.where}: request failed: {_one_line(err)}") from err
                 if attempt == config.max_retries:
                     raise JudgeAPIError(
-                        f"judge request failed after {attempt + 1} attempts: {type(err).__name__}: {err}"
+                        f"{self.where}: request failed after {attempt + 1} attempts: {_one_line(err)}"
                     ) from err
                 delay = min(config.max_backoff_s, config.backoff_s * 2**attempt)
                 delay = max(random.uniform(delay / 2, delay), min(_retry_after(err), config.max_backoff_s))
@@ -332,7 +339,7 @@ class _Judge:
             except _MalformedResponse as err:
                 # Shape errors found after the transport succeeded count against the same budget.
                 if attempts > self.config.max_retries:
-                    raise JudgeAPIError(f"judge response malformed {attempts} times: {err}") from err
+                    raise JudgeAPIError(f"{self.where}: response malformed {attempts} times: {_one_line(err)}") from err
                 continue
             if result["verdict"] != "unparsable" or attempts > self.config.parse_retries:
                 break
@@ -367,8 +374,10 @@ def _flag(verdict: str) -> bool | None:
     return None if verdict == "unparsable" else verdict == "yes"
 
 
-def _pct(count: int, total: int) -> float | None:
-    return 100.0 * count / total if total else None
+def _pct_of_parsed(records: Sequence[dict], field: str) -> float | None:
+    """Percentage of True among the records whose `field` was decided (None = unparsable)."""
+    decided = [r[field] for r in records if r[field] is not None]
+    return 100.0 * sum(decided) / len(decided) if decided else None
 
 
 def judge_answers(items: Sequence[dict], config: JudgeConfig, require: bool = False) -> tuple[list[dict], dict]:
@@ -376,8 +385,9 @@ def judge_answers(items: Sequence[dict], config: JudgeConfig, require: bool = Fa
 
     Returns one record per item (input fields, `truthful`, `informative`,
     `truthful_and_informative` as True/False/None for unparsable, and the raw `truth`/`info`
-    verdicts) and metrics: percentages over all items (unparsable counts as not true/not
-    informative and is reported separately), request and cache counters. Without a judge the
+    verdicts) and metrics: each percentage over the items whose verdict was parsed (an
+    unparsable verdict is never read as "no"; `n_unparsable_*` count them apart, and a
+    percentage over no parsed verdict is null), request and cache counters. Without a judge the
     records are empty and metrics are `{"judged": False, "reason": ...}` unless `require`.
     """
     available, reason = judge_available(config)
@@ -440,18 +450,18 @@ def judge_answers(items: Sequence[dict], config: JudgeConfig, require: bool = Fa
         records.append(
             {**item, "truthful": truthful, "informative": informative, "truthful_and_informative": both, **verdicts}
         )
-    n = len(records)
     metrics = {
         "judged": True,
         "judge_model": config.model,
         "style": config.style,
         "base_url": redact_url(config.base_url),
-        "n": n,
-        "pct_truthful": _pct(sum(r["truthful"] is True for r in records), n),
-        "pct_informative": _pct(sum(r["informative"] is True for r in records), n),
-        "pct_truthful_and_informative": _pct(sum(r["truthful_and_informative"] is True for r in records), n),
+        "n": len(records),
+        "pct_truthful": _pct_of_parsed(records, "truthful"),
+        "pct_informative": _pct_of_parsed(records, "informative"),
+        "pct_truthful_and_informative": _pct_of_parsed(records, "truthful_and_informative"),
         "n_unparsable_truth": sum(r["truthful"] is None for r in records),
         "n_unparsable_info": sum(r["informative"] is None for r in records),
+        "n_unparsable_truthful_and_informative": sum(r["truthful_and_informative"] is None for r in records),
         "requests_sent": judge.requests_sent,
         "retries": judge.retries,
         "cache_hits": cache_hits,
@@ -469,8 +479,12 @@ def read_answers(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
     items = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lofit.data.examples import Split
+from lofit.evaluation import check_examples, check_limit
 from lofit.evaluation.generate import greedy_generate
 from lofit.io import write_jsonl
 from lofit.tasks.truthfulqa import TruthfulQA, mc_context
@@ -42,8 +43,10 @@ def generate_answers(
     out_file: str | Path | None = None,
 ) -> list[dict]:
     """Greedy open-ended answers to a split's questions; rows carry id, question, answer, model."""
+    check_limit(limit)
     instruction, primer = task.prompt_text("instruction.txt"), task.prompt_text("qa_primer.txt")
     rows = task.rows(split)[:limit]
+    check_examples(rows, "questions")
     prompts = [open_ended_prompt(instruction, primer, row["Question"]) for row in rows]
     generated = greedy_generate(backbone, prompts, max_new_tokens=MAX_NEW_TOKENS, batch_size=batch_size)
     answers = [

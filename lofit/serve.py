@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lofit.backbone import Backbone, BackboneConfig
+from lofit.backbone import Backbone
 
 MAX_LOGPROBS = 20
 DEFAULT_COMPLETION_TOKENS = 16
@@ -648,29 +648,3 @@ def running_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iter
         server.should_exit = True
         thread.join(timeout=10)
 
-
-def serve(
-    backbone: BackboneConfig = BackboneConfig(),
-    adapter: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    model_id: str = "lofit",
-) -> None:
-    """Serve the backbone (with a LoFiT adapter if given) over an OpenAI-compatible HTTP API.
-
-    Clients use `base_url=http://HOST:PORT/v1` and `model=MODEL_ID` with any API key. Blocks
-    until interrupted.
-
-    Args:
-        backbone: the frozen model to serve.
-        adapter: folder written by `lofit tune` (None: the base model).
-        host: interface to bind; the default accepts local connections only.
-        port: TCP port.
-        model_id: the model name clients must request.
-    """
-    import uvicorn
-
-    from lofit.backbone import load_backbone
-
-    app = create_app(load_backbone(backbone), adapter, model_id)
-    uvicorn.run(app, host=host, port=port, log_level="info")

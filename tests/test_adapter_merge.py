@@ -151,3 +151,31 @@ def test_quantized_backbone_passes_gradients_and_merges_offsets(tiny_backbone_fa
     effect = (hooked - base).abs().max()
     assert effect > 0.5
     assert (logits(quantized.model) - hooked).abs().max() < 1e-2 * effect
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_adapters_are_refused_at_save_and_at_load(tiny_backbone, tmp_path, bad):
+    intervention = trained(tiny_backbone.geometry, ("scale", "offset"))
+    with torch.no_grad():
+        intervention.offset[1, 2, 3] = bad
+    with pytest.raises(ValueError, match=r"adapter.safetensors: tensor 'offset' holds NaN or Inf"):
+        save(tiny_backbone, intervention, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists(), "nothing is written for a refused adapter"
+    with pytest.raises(ValueError, match="head_scores hold NaN or Inf"):
+        save(tiny_backbone, trained(tiny_backbone.geometry), tmp_path / "scores", head_scores=[1.0, bad, 0.5])
+    save(tiny_backbone, trained(tiny_backbone.geometry), tmp_path / "ok")
+    rows = torch.zeros(3, 8)
+    rows[0, 0] = bad
+    save_file({"offset": rows}, str(tmp_path / "ok" / WEIGHTS_NAME))  # e.g. written by another tool
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'ok' / WEIGHTS_NAME}: tensor 'offset' holds NaN or Inf"):
+        load_adapter(tmp_path / "ok", tiny_backbone)
+
+
+@pytest.mark.parametrize("keep", [0, 5, 40, -4], ids=["empty", "header-cut", "header-only", "data-cut"])
+def test_truncated_weights_file_is_a_clear_error_naming_it(tiny_backbone, tmp_path, keep):
+    save(tiny_backbone, trained(tiny_backbone.geometry), tmp_path)
+    weights = tmp_path / WEIGHTS_NAME
+    data = weights.read_bytes()
+    weights.write_bytes(data[:keep])
+    with pytest.raises(ValueError, match=rf"{weights}: not a readable safetensors file"):
+        load_adapter(tmp_path, tiny_backbone)

@@ -6,12 +6,15 @@ import json
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 from lofit.adapter import save_adapter
 from lofit.cli import main
 from lofit.intervention import HeadIntervention
-from lofit.open_ended import cut_answer
+from lofit.open_ended import cut_answer, generate_answers
 
 
 @pytest.fixture
@@ -83,3 +86,70 @@ def test_generate_refuses_other_tasks(tiny_folder, shared_data, capsys):
 )
 def test_cut_answer(generated, answer):
     assert cut_answer(generated) == answer
+
+
+MISSING_MODEL = "/nonexistent/lofit-test-model"  # loading it would fail with another message
+
+
+def spoil(folder, fault: str):
+    """Damage an adapter's weights the way a failed copy or a diverged run does."""
+    weights = folder / "adapter.safetensors"
+    if fault == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-7])
+    else:
+        save_file({"offset": torch.full((2, 8), float("nan"))}, str(weights))
+    return weights
+
+
+@pytest.mark.parametrize("fault", ["truncated", "nan"])
+@pytest.mark.parametrize("command", ["evaluate", "generate", "export", "serve"])
+def test_a_damaged_adapter_is_one_line_naming_the_file_before_the_backbone_loads(
+    command, fault, adapter_dir, shared_data, tmp_path, capsys
+):
+    weights = spoil(adapter_dir[0], fault)
+    task = ["--task.name", "truthfulqa", "--task.data_dir", str(shared_data)] if command in ("evaluate", "generate") else []
+    target = [str(adapter_dir[0])] if command == "export" else ["--adapter", str(adapter_dir[0])]
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *task, *target, "--backbone.model", MISSING_MODEL])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lofit: error: {weights}: ") and "\n" not in err
+    assert ("not a readable safetensors file" if fault == "truncated" else "tensor 'offset' holds NaN or Inf") in err
+
+
+def test_serve_refuses_an_adapter_of_another_model_from_its_config_alone(tiny_backbone_factory, tiny_folder, tmp_path, capsys):
+    wide = tiny_backbone_factory("llama", num_attention_heads=8, num_key_value_heads=4, hidden_size=64)
+    adapter = save_adapter(HeadIntervention(wide.geometry, ("offset",), heads=[(0, 7)]), tmp_path / "wide", "wide",
+                           model_type="llama")
+    (tiny_folder / "model.safetensors").unlink()  # the check must not need the weights
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--backbone.model", str(tiny_folder), "--adapter", str(adapter)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "adapter is for 2 layers × 8 heads × 8 dims" in err and "the model has 2 × 4 × 8" in err and "\n" not in err
+
+
+def test_export_refuses_other_methods_and_quantized_backbones_before_loading(adapter_dir, tmp_path, capsys):
+    (tmp_path / "red").mkdir()
+    (tmp_path / "red" / "red_config.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        main(["export", str(tmp_path / "red"), "--backbone.model", MISSING_MODEL])
+    assert "export folds lofit adapters only, this is a red folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", str(adapter_dir[0]), "--backbone.model", MISSING_MODEL, "--backbone.quantization", "nf4"])
+    assert "export needs an unquantized backbone" in capsys.readouterr().err
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(limit=st.integers(max_value=0))
+def test_generate_answers_refuses_a_limit_that_would_slice_wrongly(tiny_backbone, truthfulqa, limit):
+    with pytest.raises(ValueError, match="limit must be a positive number"):
+        generate_answers(tiny_backbone, truthfulqa, "test", limit=limit)
+
+
+@pytest.fixture
+def truthfulqa(shared_data):
+    from lofit.training.config import TaskSpec
+    from lofit.training.run import build_task
+
+    return build_task(TaskSpec("truthfulqa", data_dir=str(shared_data)))

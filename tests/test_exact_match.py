@@ -105,3 +105,10 @@ def test_left_padded_batch_generation_matches_one_by_one(tiny_backbone):
     with torch.no_grad():
         first = int(tiny_backbone.model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
     assert batched[1].startswith(tiny_backbone.tokenizer.decode([first]))
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, -16])
+def test_a_non_positive_batch_size_is_refused_not_an_empty_generation(tiny_backbone, batch_size):
+    with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {batch_size}"):
+        greedy_generate(tiny_backbone, ["Hi"], max_new_tokens=2, batch_size=batch_size)
+

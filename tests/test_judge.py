@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from lofit.cli import main
 from lofit.io import write_jsonl
 from lofit.judge import (
     JudgeAPIError,
@@ -94,9 +95,12 @@ def test_chat_verdicts_metrics_and_cache_hit_on_rerun(chat_app, tmp_path):
     assert by_id["q1"]["info"]["attempts"] == 3
     assert by_id["q0"]["truth"]["raw"] == "Yes." and by_id["q0"]["model"] == "m"
     assert metrics["pct_truthful"] == pytest.approx(200 / 3)
-    assert metrics["pct_informative"] == pytest.approx(100 / 3)
+    # q1's unparsable info verdict is left out of the informative share (1 of 2), never read as "no";
+    # its truthful-and-informative is still decided (False), since its truth verdict is "no".
+    assert metrics["pct_informative"] == pytest.approx(50.0)
     assert metrics["pct_truthful_and_informative"] == pytest.approx(100 / 3)
     assert (metrics["n_unparsable_truth"], metrics["n_unparsable_info"]) == (0, 1)
+    assert metrics["n_unparsable_truthful_and_informative"] == 0
     assert first == metrics["requests_sent"] == 6 + 2  # two re-asks of the unparsable verdict
     assert second == first, "the rerun must be answered from the cache"
     assert metrics2["cache_hits"] == 6 and metrics2["requests_sent"] == 0
@@ -281,3 +285,64 @@ def test_identical_prompts_are_asked_once(chat_app, tmp_path):
         records, metrics = judge_answers(twins, config(url, tmp_path))
         assert sent(url) == metrics["requests_sent"] == 2
     assert [r["truthful"] for r in records] == [True, True]
+
+
+def test_no_parsable_verdict_gives_null_percentages_in_strict_json(tiny_backbone, tmp_path):
+    answers = tmp_path / "answers.jsonl"
+    write_jsonl(answers, ITEMS)
+    mumbling = {item["id"]: ("Maybe", "Perhaps") for item in ITEMS}
+    app = create_app(tiny_backbone, None, MODEL, scripted_reply=scripted(mumbling))
+    with running_server(app) as url:
+        metrics = judge_file(str(answers), str(tmp_path / "out"), config(url, tmp_path, parse_retries=0))
+    summary = json.loads(
+        (tmp_path / "out" / "judge_summary.json").read_text(),
+        parse_constant=lambda name: pytest.fail(f"judge_summary.json holds the non-JSON constant {name}"),
+    )
+    for name in ("pct_truthful", "pct_informative", "pct_truthful_and_informative"):
+        assert metrics[name] is None and summary[name] is None
+    assert (summary["n_unparsable_truth"], summary["n_unparsable_info"]) == (3, 3)
+    assert summary["n_unparsable_truthful_and_informative"] == 3
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def judge_cli(answers: Path, tmp_path: Path, base_url: str, model: str) -> list[str]:
+    return [
+        "judge", str(answers), "--output_dir", str(tmp_path / "out"), "--judge_config.base_url", base_url,
+        "--judge_config.model", model, "--judge_config.api_key_env", KEY_ENV, "--judge_config.concurrency", "1",
+        "--judge_config.max_retries", "1",
+        "--judge_config.backoff_s", "0.01", "--judge_config.timeout_s", "5", "--judge_config.cache_path",
+        str(tmp_path / "cache.jsonl"),
+    ]
+
+
+def test_unreachable_judge_is_one_line_naming_the_endpoint_and_model(tmp_path, capsys):
+    answers = tmp_path / "answers.jsonl"
+    write_jsonl(answers, ITEMS)
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    with pytest.raises(SystemExit) as exit_info:
+        main(judge_cli(answers, tmp_path, url, "judge-model"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lofit: error: judge model 'judge-model' at {url}: request failed after 2 attempts")
+    assert "APIConnectionError" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_judge_model_is_one_line_naming_it(chat_app, tmp_path, capsys):
+    answers = tmp_path / "answers.jsonl"
+    write_jsonl(answers, ITEMS)
+    with running_server(chat_app) as url:
+        with pytest.raises(SystemExit) as exit_info:
+            main(judge_cli(answers, tmp_path, url, "gpt-nonexistent"))
+        assert sent(url) == 1, "a 404 is not retried"
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lofit: error: judge model 'gpt-nonexistent' at {url}: request failed: NotFoundError")
+    assert "model 'gpt-nonexistent' does not exist" in err and "\n" not in err

@@ -7,13 +7,17 @@ import math
 import pytest
 import torch
 
+from lofit.evaluation import SUMMARY_FILE, write_results
 from lofit.evaluation.multiple_choice import (
     shared_prefix_of,
     MC1,
     MC2,
     MC3,
     ChoiceAccuracy,
+    ChoiceQuestion,
     MCScores,
+    evaluate_choice_accuracy,
+    evaluate_truthfulqa_mc,
     mc1,
     mc2,
     mc3,
@@ -132,3 +136,25 @@ def test_shared_prefix_never_swallows_a_whole_context(tiny_backbone):
     shared = shared_prefix_of(tiny_backbone, ["Q: same", "Q: same"])
     assert len(shared.ids) == len(tiny_backbone.encode("Q: same")) - 1
     assert shared.covers(tiny_backbone.encode("Q: same"))
+
+
+@pytest.mark.parametrize("evaluate", [evaluate_truthfulqa_mc, evaluate_choice_accuracy])
+def test_zero_questions_are_refused_before_a_nan_summary(tiny_backbone, tmp_path, evaluate):
+    with pytest.raises(ValueError, match="no questions to evaluate"):
+        evaluate(tiny_backbone, [], tmp_path)
+    assert not (tmp_path / SUMMARY_FILE).exists()
+
+
+@pytest.mark.parametrize("batch_size", [0, -3])
+def test_a_non_positive_batch_size_is_refused_before_scoring(tiny_backbone, tmp_path, batch_size):
+    question = ChoiceQuestion("Q: 1 + 1 =", (" 2", " 3"), gold=0)
+    with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {batch_size}"):
+        evaluate_choice_accuracy(tiny_backbone, [question], tmp_path, batch_size=batch_size)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        score_continuations(tiny_backbone, "Q: 1 + 1 =", [" 2"], batch_size=batch_size)
+
+
+def test_a_non_finite_metric_is_refused_naming_it(tmp_path):
+    with pytest.raises(ValueError, match=r"summary.json: metric 'mc2' is nan"):
+        write_results(tmp_path, [{"mc2": float("nan")}], {"mc1": 0.5, "mc2": float("nan"), "num_examples": 1})
+    assert list(tmp_path.iterdir()) == []

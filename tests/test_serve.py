@@ -258,7 +258,7 @@ def test_serve_entry_point_loads_backbone_and_adapter(tiny_backbone_factory, tok
         expected = prompt_logprobs(backbone, PROMPT)
     port = free_port()
     code = (
-        "from lofit.backbone import BackboneConfig; from lofit.serve import serve; "
+        "from lofit.backbone import BackboneConfig; from lofit.cli import serve; "
         f"serve(BackboneConfig(model={str(model_dir)!r}), adapter={str(adapter)!r}, port={port}, model_id='served')"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONUNBUFFERED": "1"})

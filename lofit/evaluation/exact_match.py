@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lofit.evaluation import write_results
+from lofit.evaluation import check_examples, write_results
 from lofit.evaluation.generate import greedy_generate
 from lofit.evaluation.multiple_choice import QuestionMean
 
@@ -98,8 +98,7 @@ def evaluate_exact_match(
     max_new_tokens: int = 16,
 ) -> dict[str, float]:
     """Greedy-generate, parse, match; write predictions.jsonl + summary.json; return the summary."""
-    if not items:
-        raise ValueError("no examples to evaluate")
+    check_examples(items)
     continuations = greedy_generate(backbone, [item.prompt for item in items], max_new_tokens, batch_size)
     metric = ExactMatch(normalize)
     rows = []

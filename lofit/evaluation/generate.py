@@ -9,6 +9,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
+from lofit.evaluation import check_batch_size
+
 if TYPE_CHECKING:
     from lofit.backbone import Backbone
 
@@ -49,6 +51,7 @@ def greedy_generate(
     backbone: Backbone, prompts: Sequence[str], max_new_tokens: int = 16, batch_size: int = 16
 ) -> list[str]:
     """Greedy continuations of `prompts` (BOS rule of the backbone applied), in input order."""
+    check_batch_size(batch_size)
     model, tokenizer = backbone.model, backbone.tokenizer
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id

@@ -19,7 +19,7 @@ import torch
 from torchmetrics import Metric
 from tqdm.auto import tqdm
 
-from lofit.evaluation import write_results
+from lofit.evaluation import check_batch_size, check_examples, write_results
 
 if TYPE_CHECKING:
     from lofit.backbone import Backbone
@@ -141,6 +141,7 @@ def score_cached(
     backbone: Backbone, plan: ScoringPlan, batch_size: int = 32, shared: SharedPrefix | None = None
 ) -> list[float]:
     """Encode the context once, then score candidates in batches on copies of its KV cache."""
+    check_batch_size(batch_size)
     model, device = backbone.model, _device(backbone)
     first_token_logits, context_cache = _encode_context(backbone, plan.context_ids, shared)
     pad_id = backbone.tokenizer.pad_token_id
@@ -280,6 +281,8 @@ def evaluate_truthfulqa_mc(
     backbone: Backbone, questions: Sequence[TruthfulQAQuestion], out_dir: str | Path | None, batch_size: int = 32
 ) -> dict[str, float]:
     """MC1/MC2/MC3 with each answer scored as "\\nA: " + answer, not counting the "\\nA:" tokens."""
+    check_examples(questions, "questions")
+    check_batch_size(batch_size)
     metrics = {"mc1": MC1(), "mc2": MC2(), "mc3": MC3()}
     rows = []
     shared = shared_prefix_of(backbone, [question.context for question in questions])
@@ -323,6 +326,8 @@ def evaluate_choice_accuracy(
     backbone: Backbone, questions: Sequence[ChoiceQuestion], out_dir: str | Path | None, batch_size: int = 32
 ) -> dict[str, float]:
     """Accuracy of picking the highest log-likelihood choice; per-question rows and summary."""
+    check_examples(questions, "questions")
+    check_batch_size(batch_size)
     metric = ChoiceAccuracy()
     rows = []
     shared = shared_prefix_of(backbone, [question.prompt for question in questions])
