@@ -64,13 +64,9 @@ def select(
         output_dir: run directory.
         ckpt_path: resume from this checkpoint (e.g. `<output_dir>/checkpoints/last.ckpt`).
     """
-    from lofit.training.run import check_resume, fit, load_for_training
-    from lofit.training.selection import HeadSelectionModule
+    from lofit.methods.train import train_step
 
-    check_resume(ckpt_path)
-    task_obj, loss, model = load_for_training(task, backbone, selection.seed)
-    module = HeadSelectionModule(model, loss, selection, output_dir, task_name=task.name)
-    return fit(module, task_obj, data, trainer, validation, output_dir, ckpt_path)
+    return train_step("select", task, selection, backbone, data, trainer, validation, output_dir, ckpt_path)
 
 
 def tune(
@@ -98,14 +94,9 @@ def tune(
         output_dir: run directory.
         ckpt_path: resume from this checkpoint (e.g. `<output_dir>/checkpoints/last.ckpt`).
     """
-    from lofit.training.run import check_heads_file, check_resume, fit, load_for_training
-    from lofit.training.tuning import BiasTuningModule
+    from lofit.methods.train import train_step
 
-    check_resume(ckpt_path)
-    check_heads_file(tuning.heads, backbone)
-    task_obj, loss, model = load_for_training(task, backbone, tuning.seed)
-    module = BiasTuningModule(model, loss, tuning, output_dir)
-    return fit(module, task_obj, data, trainer, validation, output_dir, ckpt_path)
+    return train_step("tune", task, tuning, backbone, data, trainer, validation, output_dir, ckpt_path)
 
 
 def evaluate(
