@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from lofit.backbone import BackboneConfig
-from lofit.judge import JudgeConfig
+from lofit.evaluation.judge import JudgeConfig
 from lofit.methods.commands import iti, lora, red, repe
 from lofit.serve import serve
 from lofit.training.config import (
@@ -220,7 +220,7 @@ def generate(
     """
     import torch
 
-    from lofit.open_ended import generate_answers
+    from lofit.evaluation.open_ended import generate_answers
     from lofit.tasks.truthfulqa import TruthfulQA
     from lofit.training.run import build_task
 
@@ -245,7 +245,7 @@ def judge(answers: str, output_dir: str = "outputs/judge", judge_config: JudgeCo
         judge_config: judge endpoint, model, style, concurrency, retries and cache.
         require: fail instead of recording "not judged".
     """
-    from lofit.judge import JudgeNotConfigured, judge_file
+    from lofit.evaluation.judge import JudgeNotConfigured, judge_file
 
     try:
         return judge_file(answers, output_dir, judge_config, require=require)

@@ -11,7 +11,7 @@ import argparse
 from common import run_params
 
 from lofit.cli import judge
-from lofit.judge import JudgeConfig
+from lofit.evaluation.judge import JudgeConfig
 
 
 def main() -> None:

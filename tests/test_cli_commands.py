@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 from lofit.adapter import save_adapter
 from lofit.cli import main
 from lofit.intervention import HeadIntervention
-from lofit.open_ended import cut_answer
+from lofit.evaluation.open_ended import cut_answer
 
 
 @pytest.fixture
