@@ -33,7 +33,7 @@ from typing import Literal
 from lofit.backbone import BackboneConfig
 from lofit.data.sources import DataSourceError
 from lofit.evaluation import check_batch_size, check_limit
-from lofit.judge import JudgeAPIError, JudgeConfig, JudgeNotConfigured
+from lofit.evaluation.judge import JudgeAPIError, JudgeConfig, JudgeNotConfigured
 from lofit.methods.commands import iti, lora, red, repe
 from lofit.training.config import (
     ConfigError,
@@ -71,13 +71,9 @@ def select(
         output_dir: run directory.
         ckpt_path: resume from this checkpoint (e.g. `<output_dir>/checkpoints/last.ckpt`).
     """
-    from lofit.training.run import check_resume, fit, load_for_training
-    from lofit.training.selection import HeadSelectionModule
+    from lofit.methods.train import train_step
 
-    check_resume(ckpt_path)
-    task_obj, loss, model = load_for_training(task, backbone, selection.seed)
-    module = HeadSelectionModule(model, loss, selection, output_dir, task_name=task.name)
-    return fit(module, task_obj, data, trainer, validation, output_dir, ckpt_path)
+    return train_step("select", task, selection, backbone, data, trainer, validation, output_dir, ckpt_path)
 
 
 def tune(
@@ -105,14 +101,9 @@ def tune(
         output_dir: run directory.
         ckpt_path: resume from this checkpoint (e.g. `<output_dir>/checkpoints/last.ckpt`).
     """
-    from lofit.training.run import check_heads_file, check_resume, fit, load_for_training
-    from lofit.training.tuning import BiasTuningModule
+    from lofit.methods.train import train_step
 
-    check_resume(ckpt_path)
-    check_heads_file(tuning.heads, backbone)
-    task_obj, loss, model = load_for_training(task, backbone, tuning.seed)
-    module = BiasTuningModule(model, loss, tuning, output_dir)
-    return fit(module, task_obj, data, trainer, validation, output_dir, ckpt_path)
+    return train_step("tune", task, tuning, backbone, data, trainer, validation, output_dir, ckpt_path)
 
 
 def evaluate(
@@ -251,7 +242,7 @@ def generate(
     """
     import torch
 
-    from lofit.open_ended import generate_answers
+    from lofit.evaluation.open_ended import generate_answers
     from lofit.tasks.truthfulqa import TruthfulQA
     from lofit.training.run import build_task
 
@@ -278,7 +269,7 @@ def judge(answers: str, output_dir: str = "outputs/judge", judge_config: JudgeCo
         judge_config: judge endpoint, model, style, concurrency, retries and cache.
         require: fail instead of recording "not judged".
     """
-    from lofit.judge import judge_file
+    from lofit.evaluation.judge import judge_file
 
     return judge_file(answers, output_dir, judge_config, require=require)
 

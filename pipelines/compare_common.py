@@ -12,15 +12,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sample_limits import limit_for
-from stage_params import RunParams
+from common import COMPARE_RUNS, RunParams, limit_for
 
 from lofit.cli import evaluate
 from lofit.io import write_json
 
-COMPARE_RUNS = Path("compare/runs")
 INFO_FILE = "info.json"
-EDIT_FOLDERS = {"lofit": "adapter", "iti": "adapter", "repe": "steering", "lora": "lora", "red": "red"}
 
 
 def experiment_dir(run: str, label: str) -> Path:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from compare_common import EDIT_FOLDERS, evaluate_edit, experiment_dir, write_info
-from stage_params import run_params
+from common import EDIT_FOLDERS, run_params
+from compare_common import evaluate_edit, experiment_dir, write_info
 
 from lofit.methods.commands import iti, repe
 

@@ -4,7 +4,7 @@
 - `iti_heads@RUN-SEED`: the K heads whose ITI probes score best (from `iti@RUN`);
 - `head_swap@RUN-SOURCE-SEED`: the top K of the step-1 ranking of run SOURCE;
 - `k_sweep@RUN-TOPK-SEED`: the top TOPK (count or fraction) of the run's own ranking.
-K is the run's `tune.top_k` unless given. Step-2 settings are the run's. A configuration equal to
+K is the run's `tune.top_k` unless given; the main run's K is read from its adapter. Step-2 settings are the run's. A configuration equal to
 the main run's step 2 (own heads, same K, the main seed) is not retrained: the main adapter is
 scored on the test prefix and `info.json` says `reused_main_run`.
 Writes compare/runs/RUN/LABEL/.
@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compare_common import COMPARE_RUNS, drop_checkpoints, evaluate_edit, experiment_dir, trainable_parameters, write_info
-from stage_params import RunParams, run_params
+from common import COMPARE_RUNS, EDIT_FOLDERS, RunParams, adapter_heads, run_params
+from compare_common import drop_checkpoints, evaluate_edit, experiment_dir, trainable_parameters, write_info
 
 from lofit.cli import tune
 from lofit.io import read_json
@@ -54,7 +54,7 @@ def main() -> None:
     own = HeadRanking.from_json(read_json(ranking_path), source=str(ranking_path))
     total = own.geometry.num_total_heads
     top_k = resolve_top_k(requested, total)
-    main_k = resolve_top_k(run.run["tune"]["top_k"], total)
+    main_k, _ = adapter_heads(run.dir / "tune")
     label = {"random": "heads-random", "iti": "heads-iti"}.get(args.heads, f"heads-from-{args.heads}")
     if args.experiment == "k_sweep":
         label = f"k{args.top_k}"
@@ -79,7 +79,7 @@ def main() -> None:
             output_dir=str(train_dir),
         )
         drop_checkpoints(train_dir)
-    evaluate_edit(run, train_dir / "adapter", out)
+    evaluate_edit(run, train_dir / EDIT_FOLDERS["lofit"], out)
     write_info(
         out,
         run,

@@ -13,8 +13,8 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from compare_common import EDIT_FOLDERS, drop_checkpoints, evaluate_edit, experiment_dir, train_limit, trainable_parameters, write_info
-from stage_params import RunParams, run_params
+from common import EDIT_FOLDERS, RunParams, adapter_heads, run_params
+from compare_common import drop_checkpoints, evaluate_edit, experiment_dir, train_limit, trainable_parameters, write_info
 
 from lofit.cli import select, tune
 from lofit.methods.commands import lora, red
@@ -91,7 +91,7 @@ def main() -> None:
         seed=args.seed,
         edited_parameters=trainable_parameters(train_dir),
         heads_source=args.run if args.method == "lofit" else None,
-        top_k=run.run["tune"]["top_k"] if args.method == "lofit" else None,
+        top_k=adapter_heads(train_dir)[0] if args.method == "lofit" else None,
         train_size=args.train_size,
     )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from stage_params import run_params
+from common import run_params
 
 from lofit.cli import evaluate
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from sample_limits import limit_for
-from stage_params import run_params
+from common import limit_for, run_params
 
 from lofit.cli import generate
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from stage_params import run_params
+from common import run_params
 
 from lofit.cli import judge
-from lofit.judge import JudgeConfig
+from lofit.evaluation.judge import JudgeConfig
 
 
 def main() -> None:

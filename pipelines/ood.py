@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from compare_common import COMPARE_RUNS, EDIT_FOLDERS
-from sample_limits import limit_for
-from stage_params import RAW_DIR, RUNS_DIR, RunParams, load_params
+from common import COMPARE_RUNS, EDIT_FOLDERS, RAW_DIR, RUNS_DIR, RunParams, limit_for, load_params
 
 from lofit.cli import evaluate
 from lofit.training.config import TaskSpec

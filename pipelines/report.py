@@ -15,26 +15,21 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from stage_params import RUNS_DIR, load_params  # noqa: E402
+from common import OOD_TASKS, REPORTS, RUNS_DIR, adapter_heads, load_params, metric_names  # noqa: E402
 
 from lofit.io import atomic_open, atomic_path, read_json, write_json  # noqa: E402
 from lofit.tasks import TASKS  # noqa: E402
 
-REPORTS = Path("reports")
 METHODS = ("base", "lofit")
-OOD_TASKS = ("triviaqa", "nq_open", "mmlu")
-
-
-def metric_names(task: str) -> list[str]:
-    primary = TASKS[task].primary_metric
-    return ["mc1", "mc2"] if task == "truthfulqa" else [primary]
 
 
 def run_rows(params: dict) -> list[dict]:
-    """One row per (run, method) with the task metrics and the trainable parameter count."""
+    """One row per (run, method) with the task metrics, the trainable parameter count and the heads
+    the adapter edits (read from the adapter, so a fractional `top_k` shows as the count it became)."""
     rows = []
     for name, run in params["runs"].items():
         tune_metrics = read_json(RUNS_DIR / name / "tune" / "metrics.json")
+        heads, _ = adapter_heads(RUNS_DIR / name / "tune")
         for method in METHODS:
             summary = read_json(RUNS_DIR / name / "eval" / method / "summary.json")
             rows.append(
@@ -43,7 +38,7 @@ def run_rows(params: dict) -> list[dict]:
                     "task": run["task"],
                     "method": method,
                     "trainable_parameters": tune_metrics["trainable_parameters"] if method == "lofit" else 0,
-                    "heads": run["tune"]["top_k"] if method == "lofit" else 0,
+                    "heads": heads if method == "lofit" else 0,
                     "num_examples": summary.get("num_examples"),
                     **{m: summary[m] for m in metric_names(run["task"])},
                 }

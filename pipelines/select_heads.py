@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from stage_params import run_params
+from common import run_params
 
 from lofit.cli import select
 from lofit.training.config import SelectionConfig

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 from lofit.adapter import save_adapter
 from lofit.cli import main
 from lofit.intervention import HeadIntervention
-from lofit.open_ended import cut_answer, generate_answers
+from lofit.evaluation.open_ended import cut_answer, generate_answers
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -11,7 +12,13 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from lofit.adapter import save_adapter
+from lofit.evaluation.multiple_choice import MCScores
+from lofit.evaluation.multiple_choice import mc1 as mc1_of
+from lofit.evaluation.multiple_choice import mc2 as mc2_of
+from lofit.evaluation.multiple_choice import mc3 as mc3_of
 from lofit.families import HeadGeometry
+from lofit.intervention import HeadIntervention
 from lofit.training.heads import HeadRanking
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +70,27 @@ def predictions(run_dir: Path, method: str, rows: list[dict]) -> None:
     write(folder / "summary.json", {**summary, "num_examples": len(rows)})
 
 
+def mc_row(mc1: int, mc2: float) -> dict:
+    """A TruthfulQA predictions row as the evaluator writes it, with answer scores (log-probabilities)
+    whose MC1 and MC2 are the planted ones (MC2 ≤ 1/2 when MC1 = 0 unless a second true answer carries it)."""
+    if mc1:
+        parts = math.ceil((1 - mc2) / mc2) + 1  # each false answer below the best one
+        true, false = [mc2], [(1 - mc2) / parts] * parts
+    elif mc2 <= 0.5:
+        true, false = [mc2], [1 - mc2]
+    else:
+        true, false = [0.01, mc2 - 0.01], [1 - mc2]
+    scores = MCScores(best=math.log(true[0]), true=tuple(map(math.log, true)), false=tuple(map(math.log, false)))
+    return {"scores_true": list(scores.true), "scores_false": list(scores.false),
+            "mc1": mc1_of(scores), "mc2": mc2_of(scores), "mc3": mc3_of(scores)}
+
+
+def adapter(run_dir: Path, k: int) -> None:
+    """The main run's step-2 adapter folder: its config records the K heads it edits."""
+    intervention = HeadIntervention(GEOMETRY, components=("offset",), heads=[(0, h) for h in range(k)])
+    save_adapter(intervention, run_dir / "tune/adapter", base_model="tiny", model_type="llama")
+
+
 def build_tree(root: Path, **compare_overrides) -> None:
     """A repository with the main study (4 runs) and every compare output, two seeds each."""
     runs = {"tqa0": ("truthfulqa", 2), "tqa1": ("truthfulqa", 2), "mq": ("mquake", 3), "cl": ("clutrr", 3)}
@@ -95,10 +123,11 @@ def build_tree(root: Path, **compare_overrides) -> None:
         scores = [[float((layer * 4 + head + index) % 12) for head in range(4)] for layer in range(3)]
         write(run_dir / "select/heads.json", HeadRanking("tiny", GEOMETRY, scores, task).to_json())
         write(run_dir / "tune/metrics.json", {"trainable_parameters": 8 * k})
+        adapter(run_dir, k)
         for method in ("base", "lofit"):
             if name in TQA:
                 mc1, mc2 = TQA[name][method]
-                predictions(run_dir, method, [{"mc1": a, "mc2": b, "mc3": a} for a, b in zip(mc1, mc2)])
+                predictions(run_dir, method, [mc_row(a, b) for a, b in zip(mc1, mc2)])
             else:
                 predictions(run_dir, method, [{"correct": bool(c)} for c in EM[name][method]])
     for task, metric in (("triviaqa", "exact_match"), ("nq_open", "exact_match"), ("mmlu", "accuracy")):

@@ -15,7 +15,7 @@ import pytest
 
 from lofit.cli import main
 from lofit.io import write_jsonl
-from lofit.judge import (
+from lofit.evaluation.judge import (
     JudgeAPIError,
     JudgeConfig,
     JudgeNotConfigured,
@@ -170,7 +170,7 @@ def test_exhausted_retries_and_non_retryable_errors_raise(tiny_backbone, tmp_pat
 
 KILL_SCRIPT = """
 import sys
-from lofit.judge import JudgeConfig, judge_file
+from lofit.evaluation.judge import JudgeConfig, judge_file
 cfg = JudgeConfig(base_url=sys.argv[1], model="judge", api_key_env="LOFIT_TEST_JUDGE_KEY", concurrency=1,
                   timeout_s=60.0, cache_path=sys.argv[2])
 judge_file(sys.argv[3], sys.argv[4], cfg)

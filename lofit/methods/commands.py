@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lofit.backbone import Backbone, BackboneConfig
+from lofit.backbone import BackboneConfig
 from lofit.io import write_json
-from lofit.methods.lora import LoRAStepConfig
-from lofit.methods.red import REDStepConfig
+from lofit.methods.configs import LoRAStepConfig, REDStepConfig
+from lofit.methods.registry import METHODS
+from lofit.methods.train import train_step
 from lofit.training.config import ConfigError, DataConfig, TaskSpec, TrainerConfig, ValidationConfig
+
+if TYPE_CHECKING:
+    from lofit.backbone import Backbone
 
 SEARCH_FILE = "search.json"
 SEARCH_KEYS = ("mc1", "mc2")  # MC1 decides, MC2 breaks ties
@@ -146,7 +150,7 @@ def repe(
 
     best, rows = _search(model, task_obj, candidates, build, val_limit, batch_size)
     chosen = build(best)
-    save_steering(chosen, Path(output_dir) / "steering", model, extra={**best, "search": SEARCH_FILE})
+    save_steering(chosen, Path(output_dir) / METHODS["repe"].edit_dir, model, extra={**best, "search": SEARCH_FILE})
     write_json(Path(output_dir) / SEARCH_FILE, {"keys": list(SEARCH_KEYS), "chosen": best, "grid": rows})
     return {"chosen": best, "layers": chosen.layers, "edited_parameters": chosen.num_edited, "output_dir": output_dir}
 
@@ -175,13 +179,7 @@ def lora(
         output_dir: run directory.
         ckpt_path: resume from this checkpoint.
     """
-    from lofit.methods.lora import LoRAModule
-    from lofit.training.run import check_resume, fit, load_for_training
-
-    check_resume(ckpt_path)
-    task_obj, loss, model = load_for_training(task, backbone, lora.seed)
-    module = LoRAModule(model, loss, lora, output_dir)
-    return fit(module, task_obj, data, trainer, validation, output_dir, ckpt_path)
+    return train_step("lora", task, lora, backbone, data, trainer, validation, output_dir, ckpt_path)
 
 
 def red(
@@ -208,10 +206,4 @@ def red(
         output_dir: run directory.
         ckpt_path: resume from this checkpoint.
     """
-    from lofit.methods.red import REDModule
-    from lofit.training.run import check_resume, fit, load_for_training
-
-    check_resume(ckpt_path)
-    task_obj, loss, model = load_for_training(task, backbone, red.seed)
-    module = REDModule(model, loss, red, output_dir)
-    return fit(module, task_obj, data, trainer, validation, output_dir, ckpt_path)
+    return train_step("red", task, red, backbone, data, trainer, validation, output_dir, ckpt_path)

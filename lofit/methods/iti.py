@@ -37,11 +37,12 @@ from lofit.methods.contrast import (
     split_questions,
 )
 from lofit.methods.random_heads import iti_ranking, write_iti_heads
+from lofit.methods.registry import METHODS
 from lofit.training.heads import resolve_top_k
 
 DEFAULT_TOP_K = 48
 DEFAULT_ALPHA = 15.0
-ADAPTER_DIR = "adapter"
+ADAPTER_DIR = METHODS["iti"].edit_dir
 PROBES_FILE = "probes.json"
 
 

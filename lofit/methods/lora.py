@@ -16,10 +16,8 @@ Trainable parameters: Σ over adapted linear layers of r × (in_features + out_f
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +31,13 @@ from lofit.backbone import Backbone
 from lofit.data.examples import LossKind
 from lofit.families import FamilySpec
 from lofit.io import atomic_path
+from lofit.methods.configs import DEFAULT_TARGETS, LoRAStepConfig, check_lora_settings
 from lofit.methods.module import EditModule
-from lofit.training.config import ConfigError, StepConfig
+from lofit.methods.registry import METHODS
 
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 ADAPTER_NAME = "default"
-LORA_DIR = "lora"
-WEIGHTS_NAME = "adapter_model.safetensors"
+LORA_DIR = METHODS["lora"].edit_dir
+WEIGHTS_NAME = METHODS["lora"].edit.weights_file
 PEFT_PREFIX = "base_model.model."
 
 
@@ -203,41 +201,6 @@ class LoRAAdapter(nn.Module):
                     if value.shape != target.shape:
                         raise ValueError(f"{source}: {name}.{kind} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
                     target.copy_(value)
-
-
-def check_lora_settings(r: int, lora_alpha: float, lora_dropout: float, target_modules: Sequence[str]) -> None:
-    """One-line errors for settings peft would reject late or accept silently."""
-    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
-        raise ConfigError(f"LoRA rank r must be a positive integer, got {r!r}")
-    if not math.isfinite(lora_alpha) or lora_alpha <= 0:
-        raise ConfigError(f"lora_alpha must be positive, got {lora_alpha}")
-    if not 0 <= lora_dropout < 1:
-        raise ConfigError(f"lora_dropout must be in [0, 1), got {lora_dropout}")
-    if isinstance(target_modules, str) or not target_modules or not all(target_modules):
-        raise ConfigError(f"target_modules must be a non-empty list of module names, got {target_modules!r}")
-
-
-@dataclass(kw_only=True)
-class LoRAStepConfig(StepConfig):
-    """Training settings of LoRA (StepConfig's fields; `init_std` is unused: peft initialises A, B = 0).
-
-    Args:
-        r: LoRA rank.
-        lora_alpha: scaling numerator (update = lora_alpha / r · BA).
-        lora_dropout: dropout on the LoRA input while training.
-        target_modules: linear modules to adapt, by name (default: all attention projections).
-        lr: AdamW learning rate.
-    """
-
-    r: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
-    lr: float = 2e-4
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_lora_settings(self.r, self.lora_alpha, self.lora_dropout, self.target_modules)
 
 
 class LoRAModule(EditModule):

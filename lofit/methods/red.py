@@ -28,14 +28,15 @@ from lofit.data.examples import LossKind
 from lofit.families import FamilySpec, UnsupportedArchitectureError, decoder_layers, family_for, text_config
 from lofit.hooks import HookedEdit
 from lofit.io import atomic_path, read_json, write_json
+from lofit.methods.configs import REDStepConfig
 from lofit.methods.module import EditModule
-from lofit.training.config import StepConfig
+from lofit.methods.registry import METHODS
 
 FFN_OUTPUT_PATHS: dict[str, str] = {"gemma3": "post_feedforward_layernorm"}
 DEFAULT_FFN_OUTPUT = "mlp"
-RED_DIR = "red"
-WEIGHTS_NAME = "red.safetensors"
-CONFIG_NAME = "red_config.json"
+RED_DIR = METHODS["red"].edit_dir
+WEIGHTS_NAME = METHODS["red"].edit.weights_file
+CONFIG_NAME = METHODS["red"].edit.config_file
 RED_FORMAT = "lofit-red"
 
 
@@ -96,17 +97,6 @@ class REDIntervention(HookedEdit, nn.Module):
         if len(sites) != self.num_layers:
             raise ValueError(f"RED has {self.num_layers} layers, the model {len(sites)}")
         return [site.register_forward_hook(self._hook(layer)) for layer, site in enumerate(sites)]
-
-
-@dataclass(kw_only=True)
-class REDStepConfig(StepConfig):
-    """Training settings of RED (StepConfig's fields; `init_std` is unused: RED starts at l_s = 1, l_b = 0).
-
-    Args:
-        lr: AdamW learning rate (RED's paper uses larger rates than LoRA; tune on validation).
-    """
-
-    lr: float = 5e-3
 
 
 class REDModule(EditModule):

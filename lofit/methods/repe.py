@@ -41,10 +41,11 @@ from lofit.methods.contrast import (
     split_questions,
     statement,
 )
+from lofit.methods.registry import METHODS
 from lofit.training.heads import resolve_top_k
 
-WEIGHTS_NAME = "steering.safetensors"
-CONFIG_NAME = "steering_config.json"
+WEIGHTS_NAME = METHODS["repe"].edit.weights_file
+CONFIG_NAME = METHODS["repe"].edit.config_file
 STEERING_FORMAT = "lofit-steering"
 
 

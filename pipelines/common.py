@@ -1,7 +1,9 @@
-"""Read params.yaml for one pipeline stage: the chosen profile's overrides applied, configs built.
+"""What every pipeline stage shares (dvc.yaml and compare/dvc.yaml): params, paths, artifacts.
 
 Stage scripts stay thin: they name a run, and this module turns its params into the typed
-configs that the `lofit` CLI functions take.
+configs that the `lofit` CLI functions take, says where each stage writes, and reads back what
+earlier stages recorded (the head count of an adapter comes from the adapter, not from params).
+A stage imports shared code from here only, never from another stage.
 """
 
 from __future__ import annotations
@@ -13,12 +15,46 @@ from typing import Any
 import yaml
 
 from lofit.backbone import BackboneConfig
+from lofit.methods.registry import METHODS
 from lofit.training.config import DataConfig, TaskSpec, TrainerConfig
 
 PARAMS_FILE = Path("params.yaml")
 MODEL_DIR = "data/models/base"
 RAW_DIR = "data/raw"
 RUNS_DIR = Path("runs")
+COMPARE_RUNS = Path("compare/runs")
+REPORTS = Path("reports")
+OOD_TASKS = ("triviaqa", "nq_open", "mmlu")
+# the edit folder each method's command writes inside its output folder (from the method registry)
+EDIT_FOLDERS = {name: method.edit_dir for name, method in METHODS.items()}
+
+
+def limit_for(params: dict[str, Any], section: str, key: str = "limit") -> int | None:
+    """`params[section][key]` for the backbone's device kind (None = the full set): evaluation
+    stages that are slow on a CPU read `{cpu: N, cuda: M}`."""
+    limits = params[section][key]
+    kind = "cuda" if str(params["model"]["device"]).startswith("cuda") else "cpu"
+    if kind not in limits:
+        raise SystemExit(f"params.yaml: {section}.{key} has no '{kind}' entry")
+    return limits[kind]
+
+
+def metric_names(task: str) -> list[str]:
+    """The metrics the reports show for a task: MC1 and MC2 for TruthfulQA, else its primary metric."""
+    from lofit.tasks import TASKS
+
+    return ["mc1", "mc2"] if task == "truthfulqa" else [TASKS[task].primary_metric]
+
+
+def adapter_heads(tune_dir: Path) -> tuple[int, int]:
+    """Heads a step-2 run edited and the model's number of heads, from its `adapter/` config."""
+    from lofit.adapter import read_adapter_config
+
+    folder = tune_dir / EDIT_FOLDERS["lofit"]
+    if not (folder / METHODS["lofit"].edit.config_file).is_file():
+        raise SystemExit(f"{folder / METHODS['lofit'].edit.config_file}: missing; it is written by LoFiT step 2 into {tune_dir}")
+    config = read_adapter_config(folder)
+    return len(config.heads), config.geometry.num_total_heads
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:

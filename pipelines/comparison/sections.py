@@ -1,0 +1,240 @@
+"""The comparison report's sections: one function per table of reports/comparison.md.
+
+Each returns its markdown lines and its comparison.json entry, and draws its figure (`plots`).
+"""
+
+from __future__ import annotations
+
+import math
+
+from common import COMPARE_RUNS, OOD_TASKS, RUNS_DIR, metric_names
+from comparison import plots
+from comparison.load import Study, compare_stage, need
+from comparison.tables import (
+    METRICS,
+    Result,
+    Section,
+    Stat,
+    beats,
+    joined,
+    method_table,
+    not_configured,
+    pooled,
+    rounded,
+    stat,
+    table,
+)
+
+from lofit.io import read_json
+from lofit.tasks import TASKS
+
+LABELS = {"base": "base", "lofit": "LoFiT", "iti": "ITI", "repe": "RepE", "lora": "LoRA", "red": "RED"}
+CHOICE = {"top_k": "K", "alpha": "α"}
+PEFT_METHODS = ("lora", "red")
+
+
+def truthfulqa_section(study: Study) -> Section:
+    title = "## TruthfulQA: ITI and RepE vs LoFiT (Table 1)"
+    runs = list(dict.fromkeys(study.configured("iti") + study.configured("repe")))
+    if not runs:
+        return not_configured(title, "compare.iti.runs and compare.repe.runs are")
+    rows: dict[str, dict[str, Result]] = {"base": {}, "ITI": {}, "RepE": {}, "LoFiT": {}}
+    notes: dict[str, list[str]] = {m: [] for m in rows}
+    params: dict[str, list[int]] = {m: [] for m in rows}
+    grids: list[str] = []
+    for run in runs:
+        if study.task(run) != "truthfulqa":
+            raise SystemExit(f"params.yaml: compare.iti/repe run '{run}' is not a TruthfulQA run")
+        rows["base"][run], rows["LoFiT"][run] = study.main(run)
+        notes["LoFiT"].append(f"{run}: {study.heads(run)}")
+        params["base"].append(0)
+        params["LoFiT"].append(study.tune_metrics(run)["trainable_parameters"])
+        for method in ("iti", "repe"):
+            if run not in study.configured(method):
+                continue
+            label = LABELS[method]
+            rows[label][run], info = study.single(run, method, method)
+            shown = {key: value for key, value in (info.get("choice") or {}).items() if not key.startswith("grid_")}
+            notes[label].append(f"{run}: " + ", ".join(f"{CHOICE.get(key, key)}={value}" for key, value in shown.items()))
+            params[label].append(info["edited_parameters"])
+            search = read_json(need(COMPARE_RUNS / run / method / "search.json", compare_stage(method)))
+            keys = list(search["grid"][0]) if search["grid"] else []
+            grids += ["", f"Validation grid of {label} on {run} (✓ = chosen; MC in %):", ""]
+            grids += table(["", *keys], [["✓" if all(row[c] == v for c, v in search["chosen"].items()) else "",
+                                          *(f"{100 * row[c]:.1f}" if c in METRICS else row[c] for c in keys)]
+                                         for row in search["grid"]])
+    metrics = {run: ["mc1", "mc2"] for run in runs}
+    if len(runs) > 1:
+        for results in rows.values():
+            if all(run in results for run in runs):
+                results["mean"] = pooled([results[run] for run in runs], ["mc1", "mc2"])
+        metrics["mean"] = ["mc1", "mc2"]
+    rows = {m: results for m, results in rows.items() if results}
+    extra = {m: ["; ".join(notes[m]) or "—", joined(params[m])] for m in rows}
+    body, data = method_table(rows, metrics, "LoFiT", extra, ("choice", "edited params"))
+    caption = (f"Test MC1/MC2 (%) on {study.scope(runs)}; ITI/RepE fitted once, base and LoFiT rescored on the same "
+               "prefix; mean = example-weighted over folds.")
+    return [title, "", caption, "", *body, *grids], data
+
+
+def peft_section(study: Study, total: int | None) -> Section:
+    title = "## PEFT baselines (Table 3)"
+    runs = study.configured("peft")
+    if not runs:
+        return not_configured(title, "compare.peft.runs is")
+    methods = study.compare["peft"].get("methods") or [m for m in PEFT_METHODS if m in study.compare["peft"]]
+    rows: dict[str, dict[str, Result]] = {"base": {}, "LoFiT": {}, **{LABELS[m]: {} for m in methods}}
+    params: dict[str, list[int]] = {m: [] for m in rows}
+    for run in runs:
+        rows["base"][run], rows["LoFiT"][run] = study.main(run)
+        params["base"].append(0)
+        params["LoFiT"].append(study.tune_metrics(run)["trainable_parameters"])
+        for m in methods:
+            rows[LABELS[m]][run] = study.seeded(run, f"{m}-s{{seed}}", "peft")
+            params[LABELS[m]].append(study.info(run, f"{m}-s{study.seeds[0]}", "peft")["edited_parameters"])
+    share = {m: [joined(p), joined(f"{100 * x / total:.3g} %" for x in p) if total else "—"] for m, p in params.items()}
+    body, data = method_table(rows, {run: [TASKS[study.task(run)].primary_metric] for run in runs}, "LoFiT", share,
+                              ("trainable params", "% of model"))
+    for i, run in enumerate(runs):
+        for m, p in params.items():
+            data[run][m.lower()]["trainable_parameters"] = p[i]
+    caption = (f"Exact match (%) on {study.scope(runs)}; LoFiT = the main run ({'; '.join(map(study.heads, runs))}); "
+               f"LoRA/RED trained once per seed {study.seeds}; % of the model's {total or '?'} parameters.")
+    return [title, "", caption, "", *body], data
+
+
+def ood_section(study: Study) -> Section:
+    title = "## Out of domain (Table 5)"
+    methods = list((study.compare.get("ood") or {}).get("methods") or [])
+    if not methods:
+        return not_configured(title, "compare.ood.methods is")
+    rows: dict[str, dict[str, Result]] = {"base": {}, "LoFiT": {}, **{LABELS[m]: {} for m in methods}}
+    seed, counts = study.params["seed"], []
+    for task in OOD_TASKS:
+        for m in ("base", "lofit"):
+            summary = read_json(need(RUNS_DIR / "ood" / m / task / "summary.json", f"stage ood_{m}@{task} of dvc.yaml"))
+            rows[LABELS[m]][task] = {seed: summary}
+        counts.append(summary["num_examples"])
+        for m in methods:
+            rows[LABELS[m]][task] = {seed: study.summary(COMPARE_RUNS / "ood" / m / task, "ood", counts[-1])}
+    body, data = method_table(rows, {t: [TASKS[t].primary_metric] for t in OOD_TASKS}, "LoFiT")
+    caption = (f"TriviaQA/NQ-open EM and MMLU accuracy (%) on {'/'.join(map(str, counts))} examples (the main OOD sample); "
+               f"LoFiT, {', '.join(LABELS[m] for m in methods)}: the edits of `{study.params['ood']['adapter_run']}`.")
+    return [title, "", caption, "", *body], data
+
+
+def head_source_section(study: Study) -> Section:
+    title = "## Step 2 on other heads"
+    runs = list(dict.fromkeys(study.configured("random_heads") + study.configured("iti_heads")))
+    if not runs:
+        return not_configured(title, "compare.random_heads.runs and compare.iti_heads.runs are")
+    rows: dict[str, dict[str, Result]] = {"LoFiT heads": {}, "random heads": {}, "ITI heads": {}}
+    for run in runs:
+        rows["LoFiT heads"][run] = study.main(run)[1]
+        for section, label, name in (("random_heads", "random heads", "random"), ("iti_heads", "ITI heads", "iti")):
+            if run in study.configured(section):
+                rows[label][run] = study.seeded(run, f"heads-{name}-s{{seed}}", section)
+    body, data = method_table(rows, {run: metric_names(study.task(run)) for run in runs}, "LoFiT heads")
+    caption = f"LoFiT step 2 on K heads from step 1 (the main run), at random, or ranked by ITI probes; {study.scope(runs)}."
+    return [title, "", caption, "", *body], data
+
+
+def head_swap_section(study: Study) -> Section:
+    title = "## Head swap: step 2 on heads selected for another task"
+    runs = study.configured("head_swap")
+    if not runs:
+        return not_configured(title, "compare.head_swap.runs is")
+    data: dict[str, dict] = {}
+    body, notes, matrix = [], [], []
+    for run in runs:
+        metric = TASKS[study.task(run)].primary_metric
+        stats = {src: stat(study.seeded(run, f"heads-from-{src}-s{{seed}}", "head_swap"), metric) for src in runs}
+        body.append([f"{run} ({METRICS[metric]})", *stats.values()])
+        others = {f"heads from {src}": s for src, s in stats.items()}
+        notes += beats(f"{run}'s own heads", stats[run], others, f"{run} {METRICS[metric]}")
+        data[run] = {src: {metric: rounded(s)} for src, s in stats.items()}
+        matrix.append([100 * s["mean"] for s in stats.values()])
+    plots.head_swap(runs, matrix)
+    caption = (f"Primary metric (%) of step 2 on each row's task with the top-K heads of each column's task; "
+               f"{study.scope(runs)}; best per row in bold.")
+    return [title, "", caption, "", *table(["trained & evaluated on \\ heads from", *runs], body, by_row=True),
+            *([""] + notes if notes else [])], data
+
+
+def k_sweep_section(study: Study) -> Section:
+    title = "## Number of heads K"
+    runs = study.configured("k_sweep")
+    if not runs:
+        return not_configured(title, "compare.k_sweep.runs is")
+    lines, data, panels = [title], {}, []
+    for run in runs:
+        metric = TASKS[study.task(run)].primary_metric
+        base, lofit = study.main(run)
+        k_main = study.top_k(run)[0]
+        points = {"base": (0, stat(base, metric)), "main": (k_main, stat(lofit, metric))}
+        for k in study.compare["k_sweep"]["top_k"]:
+            heads = study.info(run, f"k{k}-s{study.seeds[0]}", "k_sweep")["top_k"]
+            points[f"k{k}"] = (heads, stat(study.seeded(run, f"k{k}-s{{seed}}", "k_sweep"), metric))
+        ordered = sorted(points.items(), key=lambda item: (item[1][0], item[0]))
+        data[run] = {name: {"heads": heads, metric: rounded(s)} for name, (heads, s) in ordered}
+        names = {"base": "base", "main": f"main run (top_k={k_main})"}
+        lines += ["", f"{run}: {METRICS[metric]} (%) by K on {study.scope([run])}; sweep trained per seed {study.seeds}.", ""]
+        lines += table(["setting", "heads", METRICS[metric]], [[names.get(n, f"top_k={n[1:]}"), h, s] for n, (h, s) in ordered])
+        notes = beats("LoFiT", points["main"][1], {"base": points["base"][1]}, f"{run} {METRICS[metric]}")
+        lines += [""] + notes if notes else []
+        by_k = {h: s for name, (h, s) in ordered if name != "base"}
+        panels.append((run, METRICS[metric], by_k, (k_main, points["main"][1]), points["base"][1]))
+    plots.k_sweep(panels)
+    return lines, data
+
+
+def data_efficiency_section(study: Study) -> Section:
+    title = "## Data efficiency"
+    runs, config = study.configured("data_efficiency"), study.compare.get("data_efficiency") or {}
+    if not runs:
+        return not_configured(title, "compare.data_efficiency.runs is")
+    lines, data, panels = [title], {}, []
+    for run in runs:
+        metric = TASKS[study.task(run)].primary_metric
+        full = study.train_examples(run)
+        curves: dict[str, dict[int, Stat]] = {}
+        for m in config["methods"]:
+            curve = curves[LABELS[m]] = {
+                n: stat(study.seeded(run, f"n{n}-{m}-s{{seed}}", "data_efficiency"), metric) for n in config["train_size"]}
+            if m == "lofit":
+                curve[full] = stat(study.main(run)[1], metric)
+            elif m in PEFT_METHODS and run in study.configured("peft"):
+                curve[full] = stat(study.seeded(run, f"{m}-s{{seed}}", "peft"), metric)
+        sizes = sorted({n for curve in curves.values() for n in curve})
+        source = "full = the main LoFiT run and the Table 3 runs"
+        lines += ["", f"{run}: {METRICS[metric]} (%) by number of training examples on {study.scope([run])}; {source}.", ""]
+        lines += table(["method", *(f"n={n}" + (" (full)" if n == full else "") for n in sizes)],
+                       [[m, *(curve.get(n) for n in sizes)] for m, curve in curves.items()])
+        notes = [line for n in sizes for line in beats("LoFiT", curves.get("LoFiT", {}).get(n), {
+            m: curve.get(n) for m, curve in curves.items() if m != "LoFiT"}, f"{run} {METRICS[metric]} with {n} examples")]
+        lines += [""] + notes if notes else []
+        data[run] = {m.lower(): {f"n{n}": {metric: rounded(s)} for n, s in curve.items()} for m, curve in curves.items()}
+        panels.append((run, METRICS[metric], curves, sizes))
+    plots.data_efficiency(panels)
+    return lines, data
+
+
+def head_layers_section(study: Study) -> Section:
+    runs = list(study.params["runs"])
+    rankings = {run: study.ranking(run) for run in runs}
+    layers = max(r.geometry.num_layers for r in rankings.values())
+    width = math.ceil(layers / 8)
+    buckets = [f"{lo}-{min(lo + width, layers) - 1}" if width > 1 else str(lo) for lo in range(0, layers, width)]
+    data, body, layer_counts = {}, [], {}
+    for run in runs:
+        k = study.top_k(run)[0]
+        counts = [0] * layers
+        for (layer, _head), _score in rankings[run].top(k):
+            counts[layer] += 1
+        per_bucket = [sum(counts[lo:lo + width]) for lo in range(0, layers, width)]
+        body.append([run, k, *per_bucket])
+        data[run] = dict(zip(buckets, per_bucket))
+        layer_counts[run] = counts
+    plots.head_layers(layer_counts)
+    caption = "Number of each main run's top-K step-1 heads (K = runs.<run>.tune.top_k) per block of layers."
+    return ["## Layers of the selected heads", "", caption, "", *table(["run", "K", *buckets], body)], data

@@ -1,0 +1,100 @@
+"""Statistics over seeds and the markdown tables of the comparison report.
+
+A `Result` maps a seed to one evaluation's summary; a `Stat` is one metric's mean, sample sd (two
+or more seeds) and seed count. Comparisons use the mean as printed (0.1 point), so float noise
+between equal scores is never a win.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+METRICS = {"mc1": "MC1", "mc2": "MC2", "exact_match": "EM", "accuracy": "acc"}
+Result = dict[int, dict[str, Any]]  # seed -> summary of one evaluation
+Stat = dict[str, float]  # mean, n, and sd when there are two or more seeds
+Section = tuple[list[str], dict]  # markdown lines, comparison.json entry
+
+
+def stat(result: Result | None, metric: str) -> Stat | None:
+    """Mean, sample sd (two or more seeds) and seed count of one metric."""
+    if not result:
+        return None
+    values = [summary[metric] for summary in result.values()]
+    out: Stat = {"mean": statistics.fmean(values), "n": len(values)}
+    if len(values) > 1:
+        out["sd"] = statistics.stdev(values)
+    return out
+
+
+def pooled(results: list[Result], metrics: list[str]) -> Result:
+    """Example-weighted mean over runs, per seed that every run has (the TruthfulQA folds)."""
+    out: Result = {}
+    for seed in sorted(set.intersection(*(set(result) for result in results))):
+        rows = [result[seed] for result in results]
+        total = sum(row["num_examples"] for row in rows)
+        out[seed] = {m: sum(row[m] * row["num_examples"] for row in rows) / total for m in metrics}
+        out[seed]["num_examples"] = total
+    return out
+
+
+def percent(s: Stat) -> float:
+    """The mean as printed (%, one decimal): comparisons use it, so float noise is never a win."""
+    return round(100 * s["mean"], 1)
+
+
+def fmt(s: Stat, bold: bool) -> str:
+    sd = f"{100 * s['sd']:.1f}" if "sd" in s else "—"
+    text = f"{100 * s['mean']:.1f} ± {sd} (n={s['n']})"
+    return f"**{text}**" if bold else text
+
+
+def rounded(s: Stat) -> dict[str, float]:
+    return {k: v if k == "n" else round(v, 4) for k, v in s.items()}
+
+
+def table(header: list[str], rows: list[list[Any]], by_row: bool = False) -> list[str]:
+    """Markdown table; Stat cells print as mean ± sd (n), the best mean per column (or per row) bold."""
+    columns = list(zip(*rows))
+
+    def best(cells: tuple | list) -> float | None:
+        means = [percent(c) for c in cells if isinstance(c, dict)]
+        return max(means) if len(means) > 1 else None
+
+    def cell(c: Any, line: list, j: int) -> str:
+        if isinstance(c, dict):
+            return fmt(c, percent(c) == best(line if by_row else columns[j]))
+        return "—" if c is None else str(c)
+
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    return lines + ["| " + " | ".join(cell(c, row, j) for j, c in enumerate(row)) + " |" for row in rows]
+
+
+def beats(reference: str, ref: Stat | None, others: dict[str, Stat | None], where: str) -> list[str]:
+    """One explicit line per method whose mean beats the reference (LoFiT) on `where`, as printed
+    (to 0.1 point: float noise between equal scores is not a win)."""
+    if ref is None:
+        return []
+    return [f"{name} beats {reference} on {where}: {percent(s):.1f} vs {percent(ref):.1f}"
+            for name, s in others.items() if s is not None and percent(s) > percent(ref)]
+
+
+def method_table(rows: dict[str, dict[str, Result]], metrics: dict[str, list[str]], reference: str,
+                 extra: dict[str, list[str]] | None = None, extra_header: tuple[str, ...] = ()) -> Section:
+    """Methods × (column, metric) table and its 'beats' lines; json {column: {method: {metric: stat}}}."""
+    stats = {m: {c: {k: stat(res.get(c), k) for k in ks} for c, ks in metrics.items()} for m, res in rows.items()}
+    header = ["method", *extra_header, *(f"{c} {METRICS[k]}" for c, ks in metrics.items() for k in ks)]
+    body = [[m, *(extra or {}).get(m, []), *(stats[m][c][k] for c, ks in metrics.items() for k in ks)] for m in rows]
+    notes = [line for c, ks in metrics.items() for k in ks for line in beats(
+        reference, stats[reference][c][k], {m: stats[m][c][k] for m in rows if m != reference}, f"{c} {METRICS[k]}")]
+    data = {c: {m.lower().replace(" ", "_"): {k: rounded(s) for k, s in stats[m][c].items() if s}
+                for m in rows if c in rows[m]} for c in metrics}
+    return table(header, body) + ([""] + notes if notes else []), data
+
+
+def joined(values: Any) -> str:
+    return " / ".join(dict.fromkeys(str(v) for v in values))
+
+
+def not_configured(title: str, keys: str) -> Section:
+    return [title, "", f"Not configured ({keys} empty)."], {}
