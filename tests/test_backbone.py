@@ -125,7 +125,7 @@ def test_unknown_architecture_fails_before_loading_weights(tmp_path):
 )
 def test_backbone_config_refuses_values_that_bypass_the_cli(field, value, message):
     """The pipeline builds BackboneConfig from params.yaml directly; a typo once loaded int8 silently."""
-    from lofit.training.config import ConfigError
+    from lofit.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         BackboneConfig(**{field: value})
@@ -133,7 +133,7 @@ def test_backbone_config_refuses_values_that_bypass_the_cli(field, value, messag
 
 def test_quantization_config_is_exhaustive():
     from lofit.backbone import _quantization_config
-    from lofit.training.config import ConfigError
+    from lofit.errors import ConfigError
 
     cfg = BackboneConfig()
     cfg.quantization = "int4"  # assigned after the checks, as a mutated config would be
@@ -151,7 +151,7 @@ def saved_tiny(tiny_backbone, tmp_path) -> Path:
 
 @pytest.mark.parametrize("model", ["data/models/nope", "./my-model", "../models/x", "/no/such/folder", "org/name/extra"])
 def test_a_missing_folder_is_named_not_taken_for_a_hub_id(model, tmp_path, monkeypatch):
-    from lofit.training.config import ConfigError
+    from lofit.errors import ConfigError
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=rf"^backbone.model {model}: folder not found$"):
@@ -159,7 +159,7 @@ def test_a_missing_folder_is_named_not_taken_for_a_hub_id(model, tmp_path, monke
 
 
 def test_a_folder_without_config_is_named(tmp_path):
-    from lofit.training.config import ConfigError
+    from lofit.errors import ConfigError
 
     with pytest.raises(ConfigError, match=rf"^backbone.model {tmp_path}: no config.json in the folder"):
         load_backbone(BackboneConfig(model=str(tmp_path)))
@@ -181,7 +181,7 @@ def test_an_unreachable_hub_id_is_one_line():
 
 @pytest.mark.parametrize("keep", [0, 7, 100, -1])
 def test_a_truncated_weights_file_is_named_before_loading(saved_tiny, keep):
-    from lofit.training.config import ConfigError
+    from lofit.errors import ConfigError
 
     weights = saved_tiny / "model.safetensors"
     data = weights.read_bytes()
@@ -191,7 +191,7 @@ def test_a_truncated_weights_file_is_named_before_loading(saved_tiny, keep):
 
 
 def test_a_missing_shard_is_named(saved_tiny):
-    from lofit.training.config import ConfigError
+    from lofit.errors import ConfigError
 
     (saved_tiny / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"lm_head.weight": "model-00002.safetensors"}}))
     with pytest.raises(ConfigError, match=r"model-00002.safetensors \(listed in model.safetensors.index.json\) not found"):

@@ -20,7 +20,8 @@ from lofit.methods.lora import (
     lora_parameter_count,
 )
 from lofit.methods.module import trainable_parameters
-from lofit.training import ConfigError, DataConfig, TrainerConfig, ValidationConfig
+from lofit.errors import ConfigError
+from lofit.training import DataConfig, TrainerConfig, ValidationConfig
 from lofit.training.run import fit
 
 CPU = TrainerConfig(accelerator="cpu", enable_progress_bar=False, log_every_n_steps=1, max_epochs=3)

@@ -8,7 +8,8 @@ from synthetic import ToySFTTask
 
 from lofit.families import HeadGeometry
 from lofit.methods.random_heads import iti_ranking, random_ranking, write_iti_heads, write_random_heads
-from lofit.training import BiasTuningModule, ConfigError, DataConfig, TrainerConfig, TuningConfig, ValidationConfig
+from lofit.errors import ConfigError
+from lofit.training import BiasTuningModule, DataConfig, TrainerConfig, TuningConfig, ValidationConfig
 from lofit.training.heads import read_heads
 from lofit.training.run import fit
 

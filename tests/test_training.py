@@ -18,9 +18,9 @@ from lofit.data.collate import PadCollator, tokenize_examples
 from lofit.intervention import HeadIntervention
 from lofit.io import read_json
 from lofit.losses import completion_cross_entropy, sequence_logps
+from lofit.errors import ConfigError
 from lofit.training import (
     BiasTuningModule,
-    ConfigError,
     DataConfig,
     HeadSelectionModule,
     SelectionConfig,

@@ -25,9 +25,9 @@ from lofit.backbone import BackboneConfig, load_backbone
 from lofit.cli import main
 from lofit.io import read_json
 from lofit.quantized import is_quantized
+from lofit.errors import ConfigError
 from lofit.training import (
     BiasTuningModule,
-    ConfigError,
     DataConfig,
     HeadSelectionModule,
     SelectionConfig,
@@ -330,3 +330,31 @@ def test_is_quantized_answers_for_models_and_layers(tokenizer, tmp_path):
     assert not is_quantized(full.model) and not is_quantized(full.model.model.layers[0].self_attn.o_proj)
     assert is_quantized(nf4.model) and is_quantized(nf4.model.model.layers[0].self_attn.o_proj)
     assert is_quantized(nf4.model.model.layers[0]) and not is_quantized(nf4.model.model.norm)
+
+
+def test_tune_reads_its_heads_file_once_and_trains_the_chosen_heads(tokenizer, tmp_path, monkeypatch, capsys):
+    """K is resolved once: `lofit tune` reads the heads file a single time, before the backbone loads."""
+    folder = save_tiny(tiny_model("llama", len(tokenizer)), tokenizer, tmp_path / "model")
+    backbone = load_backbone(BackboneConfig(model=str(folder)))
+    scores = torch.zeros(2, 4)
+    scores[1, 3], scores[0, 2], scores[1, 0] = 3.0, 2.0, 1.0
+    heads = write_heads(tmp_path / "heads.json", HeadRanking(str(folder), backbone.geometry, scores.tolist()))
+    reads: list[Path] = []
+    read_text = Path.read_text
+
+    def counting_read_text(path, *args, **kwargs):
+        if path.name == heads.name:
+            reads.append(path)
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting_read_text)
+    main([
+        "tune", "--task.name", "synthetic:ToySFTTask", "--tuning.heads", str(heads), "--tuning.top_k", "2",
+        "--backbone.model", str(folder), "--data.batch_size", "4", "--trainer.max_epochs", "1",
+        "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--output_dir", str(tmp_path / "run"),
+    ])  # fmt: skip
+    assert reads == [heads]
+    monkeypatch.undo()
+    config = read_json(tmp_path / "run" / "adapter" / "adapter_config.json")
+    assert [tuple(head) for head in config["heads"]] == [(1, 3), (0, 2)]
+    assert config["extra"]["top_k"] == 2

@@ -17,7 +17,8 @@ from lofit.io import write_json
 from lofit.methods.configs import LoRAStepConfig, REDStepConfig
 from lofit.methods.registry import METHODS
 from lofit.methods.train import train_step
-from lofit.training.config import ConfigError, DataConfig, TaskSpec, TrainerConfig, ValidationConfig
+from lofit.errors import ConfigError
+from lofit.training.config import DataConfig, TaskSpec, TrainerConfig, ValidationConfig
 
 if TYPE_CHECKING:
     from lofit.backbone import Backbone

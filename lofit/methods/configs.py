@@ -10,7 +10,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from lofit.training.config import ConfigError, StepConfig
+from lofit.errors import ConfigError
+from lofit.training.config import StepConfig
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from torch import nn
 
 from lofit.families import FamilySpec
-from lofit.training.config import ConfigError
+from lofit.errors import ConfigError
 from lofit.training.module import InterventionModule
 
 

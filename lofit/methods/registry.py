@@ -51,7 +51,8 @@ class TrainingStep:
     Args:
         command: the `lofit` subcommand.
         module: `module:Class`, built as `Class(backbone, loss, config, output_dir, ...)`.
-        reads_heads: the step config's `heads` file is checked against the backbone before it loads.
+        reads_heads: the step's K heads are chosen from its `heads` file before the backbone loads
+            and handed to the module as `top_heads`.
         records_task: the module also takes `task_name` (written into its product).
     """
 

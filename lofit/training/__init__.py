@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from lofit.errors import ConfigError
 from lofit.training.config import (
-    ConfigError,
     DataConfig,
     SelectionConfig,
     TaskSpec,

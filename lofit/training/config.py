@@ -10,14 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-
-class ConfigError(ValueError):
-    """A user-facing configuration mistake; the CLI prints it as one line."""
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+from lofit.errors import require
 
 
 @dataclass
@@ -59,14 +52,14 @@ class DataConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        _require(self.batch_size > 0 and self.eval_batch_size > 0, "batch sizes must be positive")
-        _require(
+        require(self.batch_size > 0 and self.eval_batch_size > 0, "batch sizes must be positive")
+        require(
             0 < self.max_prompt_length < self.max_length,
             f"need 0 < max_prompt_length ({self.max_prompt_length}) < max_length ({self.max_length})",
         )
         for name in ("train_limit", "val_limit"):
             value = getattr(self, name)
-            _require(value is None or value > 0, f"{name} must be positive, got {value}")
+            require(value is None or value > 0, f"{name} must be positive, got {value}")
 
 
 @dataclass(kw_only=True)
@@ -94,10 +87,10 @@ class StepConfig:
     monitor_mode: Literal["min", "max"] = "min"
 
     def __post_init__(self) -> None:
-        _require(0 < self.lr < math.inf, f"lr must be positive and finite, got {self.lr}")
-        _require(0 <= self.init_std < math.inf, f"init_std must be >= 0 and finite, got {self.init_std}")
-        _require(0 < self.beta < math.inf, f"DPO beta must be positive and finite, got {self.beta}")
-        _require(0 <= self.label_smoothing < 0.5, f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        require(0 < self.lr < math.inf, f"lr must be positive and finite, got {self.lr}")
+        require(0 <= self.init_std < math.inf, f"init_std must be >= 0 and finite, got {self.init_std}")
+        require(0 < self.beta < math.inf, f"DPO beta must be positive and finite, got {self.beta}")
+        require(0 <= self.label_smoothing < 0.5, f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
 
 
 @dataclass(kw_only=True)
@@ -112,7 +105,7 @@ class SelectionConfig(StepConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(self.l1_lambda >= 0, f"l1_lambda must be >= 0, got {self.l1_lambda}")
+        require(self.l1_lambda >= 0, f"l1_lambda must be >= 0, got {self.l1_lambda}")
 
 
 @dataclass(kw_only=True)
@@ -131,9 +124,9 @@ class TuningConfig(StepConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if isinstance(self.top_k, float):
-            _require(0 < self.top_k <= 1, f"a fractional top_k must be in (0, 1], got {self.top_k}")
+            require(0 < self.top_k <= 1, f"a fractional top_k must be in (0, 1], got {self.top_k}")
         else:
-            _require(self.top_k > 0, f"top_k must be positive, got {self.top_k}")
+            require(self.top_k > 0, f"top_k must be positive, got {self.top_k}")
 
 
 @dataclass
@@ -152,8 +145,8 @@ class ValidationConfig:
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        _require(self.limit is None or self.limit > 0, f"validation.limit must be positive, got {self.limit}")
-        _require(self.batch_size > 0, f"validation.batch_size must be positive, got {self.batch_size}")
+        require(self.limit is None or self.limit > 0, f"validation.limit must be positive, got {self.limit}")
+        require(self.batch_size > 0, f"validation.batch_size must be positive, got {self.batch_size}")
 
 
 ClassSpec = dict[str, Any]
@@ -256,17 +249,17 @@ class TrainerConfig:
     model_registry: str | None = None
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             self.max_epochs is None or self.max_epochs == -1 or self.max_epochs > 0,
             f"max_epochs must be positive (or -1: no limit), got {self.max_epochs}",
         )
-        _require(
+        require(
             self.accumulate_grad_batches > 0,
             f"accumulate_grad_batches must be positive, got {self.accumulate_grad_batches}",
         )
         for name in ("logger", "callbacks", "plugins", "profiler", "strategy", "accelerator"):
             for spec in as_list(getattr(self, name)):
-                _require(
+                require(
                     isinstance(spec, str) or isinstance(spec.get("class_path"), str),
                     f"trainer.{name}: {spec!r} needs a 'class_path' (and optional 'init_args')",
                 )

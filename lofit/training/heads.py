@@ -15,7 +15,7 @@ import torch
 from lofit.families import HeadGeometry
 from lofit.intervention import Head
 from lofit.io import atomic_path, read_json, write_json
-from lofit.training.config import ConfigError
+from lofit.errors import ConfigError
 
 HEADS_FORMAT = "lofit-heads"
 HEADS_VERSION = 1
@@ -101,6 +101,16 @@ def read_heads(path: str | Path, model: str, geometry: HeadGeometry) -> HeadRank
         message = f"{path} was selected on '{ranking.model}'; using it with '{model}' (same geometry)"
         warnings.warn(message, stacklevel=2)
     return ranking
+
+
+def choose_heads(path: str | Path, top_k: int | float, model: str, geometry: HeadGeometry) -> list[tuple[Head, float]]:
+    """Step 2's heads: the top K of the ranking in `path` (checked against `geometry`), with their scores.
+
+    The one place where a heads file and `top_k` become K heads; the CLI calls it once, before
+    the backbone loads, and hands the result to `BiasTuningModule`.
+    """
+    ranking = read_heads(path, model, geometry)
+    return ranking.top(resolve_top_k(top_k, geometry.num_total_heads))
 
 
 def write_heatmap(path: str | Path, ranking: HeadRanking, title: str | None = None) -> Path:

@@ -19,7 +19,8 @@ from lofit.backbone import Backbone
 from lofit.data.examples import LossKind
 from lofit.intervention import HeadIntervention
 from lofit.losses import completion_cross_entropy, dpo_loss, sequence_logps
-from lofit.training.config import ConfigError, StepConfig
+from lofit.errors import ConfigError
+from lofit.training.config import StepConfig
 from lofit.quantized import is_quantized, keep_4bit_differentiable
 
 Batch = dict[str, torch.Tensor]

@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lofit.backbone import Backbone, BackboneConfig, load_backbone
 from lofit.data.examples import LossKind
+from lofit.intervention import Head
 from lofit.io import read_json
 from lofit.tasks.base import Task
 from lofit.training.callbacks import (
@@ -37,9 +38,9 @@ from lofit.training.callbacks import (
     MovableParameterSummary,
     TaskMetricCallback,
 )
+from lofit.errors import ConfigError
 from lofit.training.config import (
     ClassSpec,
-    ConfigError,
     DataConfig,
     StepConfig,
     TaskSpec,
@@ -126,22 +127,18 @@ def unsafe_checkpoint(path: str | Path, err: pickle.UnpicklingError) -> ConfigEr
     )
 
 
-def check_heads_file(path: str, backbone: BackboneConfig) -> None:
-    """Fail before loading weights when the heads file is missing or for a differently shaped model."""
+def check_heads_file(path: str, top_k: int | float, backbone: BackboneConfig) -> list[tuple[Head, float]]:
+    """Step 2's K heads, read once and checked against the model's config before any weight loads."""
     from transformers import AutoConfig
 
     from lofit.backbone import resolve_model_path
     from lofit.families import head_geometry
-    from lofit.training.heads import HeadRanking
+    from lofit.training.heads import choose_heads
 
     if not Path(path).is_file():
         raise ConfigError(f"heads file {path}: file not found (run `lofit select` first)")
-    ranking = HeadRanking.from_json(read_json(path), source=path)
     geometry = head_geometry(AutoConfig.from_pretrained(resolve_model_path(backbone.model)))
-    if ranking.geometry != geometry:
-        raise ConfigError(
-            f"{path} ranks heads of '{ranking.model}' ({ranking.geometry}), not of '{backbone.model}' ({geometry})"
-        )
+    return choose_heads(path, top_k, backbone.model, geometry)
 
 
 def class_spec(spec: str | ClassSpec, field: str) -> tuple[str, dict[str, Any]]:

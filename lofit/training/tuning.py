@@ -7,15 +7,16 @@ trainable entries, every other head's offset stays exactly 0. The product is an 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from lofit.backbone import Backbone
 from lofit.data.examples import LossKind
-from lofit.intervention import HeadIntervention
+from lofit.intervention import Head, HeadIntervention
 from lofit.training.config import TuningConfig
-from lofit.training.heads import read_heads, resolve_top_k
+from lofit.training.heads import choose_heads
 from lofit.training.module import InterventionModule
 
 ADAPTER_DIR = "adapter"
@@ -29,6 +30,8 @@ class BiasTuningModule(InterventionModule):
         loss: the task's loss kind (`sft` or `dpo`).
         config: heads file, K, learning rate, initialisation and checkpoint choice.
         output_dir: where rank 0 writes the adapter at the end of fit.
+        top_heads: the K heads with their scores, when the caller has already resolved them
+            (`lofit.training.heads.choose_heads`); else they are chosen here from `config`.
     """
 
     def __init__(
@@ -37,9 +40,11 @@ class BiasTuningModule(InterventionModule):
         loss: LossKind,
         config: TuningConfig,
         output_dir: str | Path | None = None,
+        top_heads: Sequence[tuple[Head, float]] | None = None,
     ) -> None:
-        ranking = read_heads(config.heads, backbone.name, backbone.geometry)
-        top = ranking.top(resolve_top_k(config.top_k, backbone.geometry.num_total_heads))
+        if top_heads is None:
+            top_heads = choose_heads(config.heads, config.top_k, backbone.name, backbone.geometry)
+        top = list(top_heads)
         generator = torch.Generator().manual_seed(config.seed)
         intervention = HeadIntervention(
             backbone.geometry,
