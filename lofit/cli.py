@@ -158,9 +158,10 @@ def _check_edit_folder(adapter: str, backbone: BackboneConfig) -> str:
     method = edit_method(folder)
     for weights in sorted(folder.glob("*.safetensors")):
         read_weights(weights)
-    model_folder = Path(resolve_model_path(backbone.model))
-    if method == "lofit" and (model_folder / "config.json").is_file():
-        check_adapter_geometry(folder, model_folder)
+    if method == "lofit":
+        model_folder = Path(resolve_model_path(backbone.model))
+        if (model_folder / "config.json").is_file():
+            check_adapter_geometry(folder, model_folder)
     return method
 
 
@@ -207,11 +208,11 @@ def export(adapter: str, backbone: BackboneConfig = BackboneConfig(), output_dir
     from lofit.backbone import load_backbone
     from lofit.merge import export_merged
 
+    if backbone.quantization != "none":
+        raise ConfigError("export needs an unquantized backbone: set --backbone.quantization none")
     method = _check_edit_folder(adapter, backbone)
     if method != "lofit":
         raise ConfigError(f"adapter {adapter}: export folds lofit adapters only, this is a {method} folder")
-    if backbone.quantization != "none":
-        raise ConfigError("export needs an unquantized backbone: set --backbone.quantization none")
     model = load_backbone(backbone)
     intervention = load_adapter(adapter, model)
     export_merged(model.model, model.tokenizer, intervention, output_dir)

@@ -153,7 +153,8 @@ class InterventionModule(L.LightningModule):
     def stop_if_not_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
         """Stop before a NaN/Inf loss updates anything (all ranks agree, so DDP stops together)."""
         finite = bool(torch.isfinite(loss.detach()).all())
-        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+        trainer = self._trainer  # None when a benchmark or a user steps the module by hand
+        if (finite if trainer is None else trainer.strategy.reduce_boolean_decision(finite, all=True)):
             return
         raise ConfigError(
             f"the training loss is not finite (local value {loss.item()}) at epoch {self.current_epoch}, "
