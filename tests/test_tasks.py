@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from datasets.packaged_modules.csv.csv import Csv
 
 from lofit.data import readers
@@ -291,3 +293,12 @@ def test_evaluate_writes_predictions_and_summary(name, shared_data, tiny_backbon
     assert all(0.0 <= summary[m] <= 1.0 for m in METRICS[name])
     rows = [json.loads(line) for line in (tmp_path / PREDICTIONS_FILE).read_text().splitlines()]
     assert len(rows) == 3 and all(row["prompt"] for row in rows)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["truthfulqa", "mquake", "clutrr", "triviaqa", "nq_open", "mmlu"]), limit=st.integers(max_value=0))
+def test_a_limit_below_one_is_refused_by_every_task(shared_data, tiny_backbone, name, limit):
+    """`rows[:-3]` scores all but three examples and `rows[:0]` none: every task refuses them."""
+    task = get_task(name, data_dir=str(shared_data))
+    with pytest.raises(ValueError, match="limit must be a positive number"):
+        task.evaluate(tiny_backbone, split="test", limit=limit)

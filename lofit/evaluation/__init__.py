@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from lofit.io import write_json, write_jsonl
 
 PREDICTIONS_FILE = "predictions.jsonl"
 SUMMARY_FILE = "summary.json"
+T = TypeVar("T")
 
 
 def check_limit(limit: int | None, name: str = "limit") -> None:
@@ -17,6 +19,12 @@ def check_limit(limit: int | None, name: str = "limit") -> None:
     the wrong examples or none."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"{name} must be a positive number of examples or None (all), got {limit!r}")
+
+
+def first(rows: Sequence[T], limit: int | None) -> Sequence[T]:
+    """The first `limit` rows (all when None), refusing a limit that would slice wrongly."""
+    check_limit(limit)
+    return rows if limit is None else rows[:limit]
 
 
 def check_batch_size(batch_size: int, name: str = "batch_size") -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from lofit.data.examples import SPLITS, SFTExample, Split
 from lofit.data.readers import RawDataError, read_json_records
+from lofit.evaluation import first
 from lofit.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -91,5 +92,5 @@ class CLUTRR(Task):
     ) -> dict[str, float]:
         from lofit.evaluation.exact_match import GenerationItem, evaluate_exact_match, lower_strip, parse_clutrr
 
-        items = [GenerationItem(prompt, (target,)) for prompt, target in self.items(split)[:limit]]
+        items = [GenerationItem(prompt, (target,)) for prompt, target in first(self.items(split), limit)]
         return evaluate_exact_match(backbone, items, parse_clutrr, lower_strip, out_dir, batch_size)

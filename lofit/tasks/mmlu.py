@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from lofit.data.examples import Split
 from lofit.data.readers import RawDataError, read_headerless_csv
 from lofit.data.sources import MMLU_SUBJECTS
+from lofit.evaluation import first
 from lofit.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -127,4 +128,4 @@ class MMLU(Task):
             raise ValueError(f"mmlu has only a 'test' split here, got '{split}'")
         from lofit.evaluation.multiple_choice import evaluate_choice_accuracy
 
-        return evaluate_choice_accuracy(backbone, self.questions()[:limit], out_dir, batch_size)
+        return evaluate_choice_accuracy(backbone, first(self.questions(), limit), out_dir, batch_size)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from lofit.data.examples import SPLITS, SFTExample, Split
 from lofit.data.readers import RawDataError, read_jsonl_records
+from lofit.evaluation import first
 from lofit.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -77,5 +78,5 @@ class MQuAKE(Task):
     ) -> dict[str, float]:
         from lofit.evaluation.exact_match import GenerationItem, evaluate_exact_match, lower_strip, parse_mquake
 
-        items = [GenerationItem(prompt_for(r), answers_for(r)) for r in self.records(split)[:limit]]
+        items = [GenerationItem(prompt_for(r), answers_for(r)) for r in first(self.records(split), limit)]
         return evaluate_exact_match(backbone, items, parse_mquake, lower_strip, out_dir, batch_size)

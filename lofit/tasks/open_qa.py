@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lofit.data.examples import Split
+from lofit.evaluation import first
 from lofit.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -48,5 +49,5 @@ class OpenQATask(Task):
         from lofit.evaluation.exact_match import evaluate_exact_match, normalize_open_qa, parse_first_line
 
         return evaluate_exact_match(
-            backbone, self.items()[:limit], parse_first_line, normalize_open_qa, out_dir, batch_size, MAX_NEW_TOKENS
+            backbone, first(self.items(), limit), parse_first_line, normalize_open_qa, out_dir, batch_size, MAX_NEW_TOKENS
         )

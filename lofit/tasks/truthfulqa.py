@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from lofit.data.examples import SPLITS, PreferenceExample, Split
 from lofit.data.readers import read_csv_records, read_text_file
+from lofit.evaluation import first
 from lofit.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -111,5 +112,5 @@ class TruthfulQA(Task):
     ) -> dict[str, float]:
         from lofit.evaluation.multiple_choice import evaluate_truthfulqa_mc
 
-        questions = self.mc_questions(split)[:limit]
+        questions = first(self.mc_questions(split), limit)
         return evaluate_truthfulqa_mc(backbone, questions, out_dir, batch_size)
