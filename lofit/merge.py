@@ -16,10 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from lofit.families import FamilySpec, family_for, o_projections
 from lofit.intervention import HeadIntervention
 from lofit.io import atomic_dir
-
-
-def _is_quantized(linear: nn.Module) -> bool:
-    return type(linear).__module__.startswith("bitsandbytes")
+from lofit.quantized import is_quantized
 
 
 def _input_dtype(linear: nn.Module) -> torch.dtype:
@@ -52,7 +49,7 @@ def merge_into(model: nn.Module, intervention: HeadIntervention, family: FamilyS
             if intervention.offset is not None:
                 bias_delta = _weight_times(proj, intervention.masked("offset")[layer].reshape(-1).to(device))
             if intervention.scale is not None:
-                if _is_quantized(proj):
+                if is_quantized(proj):
                     raise ValueError(
                         "scales cannot be folded into a quantized o_proj; merge offsets only "
                         "or load the backbone unquantized"
@@ -61,7 +58,7 @@ def merge_into(model: nn.Module, intervention: HeadIntervention, family: FamilyS
                 proj.weight.mul_(factor.to(proj.weight.dtype))
             if bias_delta is not None:
                 if proj.bias is None:
-                    dtype = torch.float32 if _is_quantized(proj) else proj.weight.dtype
+                    dtype = torch.float32 if is_quantized(proj) else proj.weight.dtype
                     zeros = torch.zeros(proj.out_features, dtype=dtype, device=device)
                     proj.bias = nn.Parameter(zeros, requires_grad=False)
                 proj.bias.add_(bias_delta.to(proj.bias.dtype))
@@ -98,7 +95,7 @@ def export_merged(
     logits. `model` must be unquantized; it is left unchanged (a merged copy is written).
     """
     family = family_for(model.config.model_type)
-    if any(_is_quantized(p) for p in o_projections(model, family)):
+    if any(is_quantized(p) for p in o_projections(model, family)):
         raise ValueError("export needs an unquantized backbone; load it with quantization='none'")
     config = _export_config(model.config, family)
     dtype = next(model.parameters()).dtype
