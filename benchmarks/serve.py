@@ -97,10 +97,13 @@ def server(kind: str, model_dir: str, extra: list[str]) -> Iterator[str]:
 
 # ------------------------------------------------------------------ workloads
 def prompts(count: int) -> list[str]:
-    """Questions of different lengths, the same for every server."""
+    """Openings of different lengths that a model continues at length (few early EOS, so the
+    figures measure generation rather than prompt passes); the same for every server."""
     topics = ["the sea", "mountains", "old libraries", "bread", "rivers in spring", "the moon", "trains", "bees"]
     return [
-        f"Question {i}: tell me something true about {topics[i % len(topics)]}" + " and why it matters" * (i % 5) + ".\nAnswer:"
+        f"Here is a long essay, in many paragraphs, about {topics[i % len(topics)]}"
+        + " and the people who love it" * (i % 5)
+        + ".\n\nChapter 1.\n\n"
         for i in range(count)
     ]
 

@@ -1,8 +1,8 @@
 """The generation engine: continuous batching over one KV cache, in its own thread.
 
-Every prompt is prefilled alone (batch 1, so its prompt pass is exactly the one it would get
-alone), then joins the running batch at the next decode step: its cache is left-padded (or the
-batch's is) to a common length and stacked on the batch dimension. Each decode step feeds one
+Prompts that arrive together are prefilled together (left-padded, with an attention mask and
+per-row position ids), then join the running batch at the next decode step: their cache is
+left-padded (or the batch's is) to a common length and stacked on the batch dimension. Each decode step feeds one
 token per row with a padding-aware attention mask and each row's own position ids, so a row's
 logits are those of its sequence alone up to float rounding. A row leaves the batch when it
 stops (EOS, a stop string, its `max_tokens`) or when its client goes away, checked before every
@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
@@ -190,8 +189,7 @@ class Engine:
                 admitted = [self._pending.popleft() for _ in range(min(len(self._pending), self.max_batch - len(self._rows)))]
             try:
                 with torch.inference_mode():
-                    for job in admitted:
-                        self._admit(job)
+                    self._admit(admitted)
                     self._step()
             except Exception as err:  # a failed forward fails the rows it held, not the server
                 message = f"generation failed: {type(err).__name__}: {err}"
@@ -212,57 +210,78 @@ class Engine:
             self.models.stack.select(adapters)
         return self.backbone.model(**inputs, use_cache=True).logits
 
-    def _admit(self, job: Job) -> None:
-        """Prefill `job` alone, then add it to the batch (or finish it if it asks for no tokens)."""
-        if job.cancelled:
-            return
-        sampling, context = job.sampling, job.prefix + job.prompt
-        cache = DynamicCache(config=self.backbone.model.config)
-        logits = self._forward(
-            [job.adapter],
-            input_ids=torch.tensor([context], device=self.device),
-            past_key_values=cache,
-            logits_to_keep=0 if sampling.score_prompt else 1,
-        )
-        result = Generated("", [], "length", len(context), 0)
-        if sampling.score_prompt:
-            all_logp = torch.log_softmax(logits[0].float(), dim=-1)
-            result.prompt_logprobs = self.text.prompt_logprobs(job.prefix, job.prompt, all_logp, sampling.top_k)
-        if sampling.max_tokens == 0:
-            job.deliver(Event(job.index, done=result))
-            return
-        generator = torch.Generator()
-        if sampling.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(sampling.seed)
-        anchor = context[-ANCHOR_TOKENS:]
-        row = _Row(
-            job=job,
-            generator=generator,
-            length=len(context),
-            logp=torch.log_softmax(logits[0, -1].float(), dim=-1),
-            anchor=anchor,
-            anchor_text=self.backbone.tokenizer.decode(anchor, skip_special_tokens=True),
-            result=result,
-        )
-        self._join(row, cache)
+    def _admit(self, jobs: list[Job]) -> None:
+        """Prefill the new jobs, then add them to the batch (or finish those that ask for no tokens).
 
-    def _join(self, row: _Row, cache: DynamicCache) -> None:
-        """Stack a prefilled row's cache onto the batch's, left-padding the shorter side."""
-        ones = torch.ones(1, row.length, dtype=torch.long, device=self.device)
+        Jobs that score their prompt (`echo` with log-probs) are prefilled alone, for their
+        prompt log-probs; the others together, left-padded like the decode batch."""
+        jobs = [job for job in jobs if not job.cancelled]
+        together = [job for job in jobs if not job.sampling.score_prompt]
+        groups = [[job] for job in jobs if job.sampling.score_prompt]
+        if together:
+            groups.append(together)
+        for group in groups:
+            self._prefill(group)
+
+    def _prefill(self, jobs: list[Job]) -> None:
+        contexts = [job.prefix + job.prompt for job in jobs]
+        width = max(len(c) for c in contexts)
+        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=self.device)
+        ids = torch.tensor([[0] * (width - len(c)) + c for c in contexts], device=self.device)
+        score = jobs[0].sampling.score_prompt
+        cache = DynamicCache(config=self.backbone.model.config)
+        padded = len(jobs) > 1
+        logits = self._forward(
+            [job.adapter for job in jobs],
+            input_ids=ids,
+            attention_mask=mask if padded else None,
+            position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0) if padded else None,
+            past_key_values=cache,
+            logits_to_keep=0 if score else 1,
+        )
+        rows: list[_Row] = []
+        keep: list[int] = []
+        for i, (job, context) in enumerate(zip(jobs, contexts)):
+            result = Generated("", [], "length", len(context), 0)
+            if score:
+                all_logp = torch.log_softmax(logits[i].float(), dim=-1)
+                result.prompt_logprobs = self.text.prompt_logprobs(job.prefix, job.prompt, all_logp, job.sampling.top_k)
+            if job.sampling.max_tokens == 0:
+                job.deliver(Event(job.index, done=result))
+                continue
+            generator = torch.Generator()
+            if job.sampling.seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(job.sampling.seed)
+            anchor = context[-ANCHOR_TOKENS:]
+            anchor_text = self.backbone.tokenizer.decode(anchor, skip_special_tokens=True)
+            logp = torch.log_softmax(logits[i, -1].float(), dim=-1)
+            rows.append(_Row(job, generator, len(context), logp, anchor, anchor_text, result))
+            keep.append(i)
+        if rows:
+            self._join(rows, cache, mask, keep)
+
+    def _join(self, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor, keep: list[int]) -> None:
+        """Stack prefilled rows (rows `keep` of `cache` and `mask`) onto the batch, left-padding
+        the shorter side."""
+        if len(keep) < mask.shape[0]:
+            index = torch.tensor(keep, device=self.device)
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys[index], layer.values[index]
+            mask = mask[index]
         if self._cache is None:
-            self._cache, self._mask, self._rows = cache, ones, [row]
+            self._cache, self._mask, self._rows = cache, mask, rows
             return
-        width = max(self._mask.shape[1], row.length)
-        grow_batch, grow_row = width - self._mask.shape[1], width - row.length
-        for batch_layer, row_layer in zip(self._cache.layers, cache.layers):
-            batch_layer.keys = torch.cat([_pad_left(batch_layer.keys, grow_batch, 2), _pad_left(row_layer.keys, grow_row, 2)])
+        width = max(self._mask.shape[1], mask.shape[1])
+        grow_batch, grow_new = width - self._mask.shape[1], width - mask.shape[1]
+        for batch_layer, new_layer in zip(self._cache.layers, cache.layers):
+            batch_layer.keys = torch.cat([_pad_left(batch_layer.keys, grow_batch, 2), _pad_left(new_layer.keys, grow_new, 2)])
             batch_layer.values = torch.cat(
-                [_pad_left(batch_layer.values, grow_batch, 2), _pad_left(row_layer.values, grow_row, 2)]
+                [_pad_left(batch_layer.values, grow_batch, 2), _pad_left(new_layer.values, grow_new, 2)]
             )
-        self._mask = torch.cat([_pad_left(self._mask, grow_batch, 1), _pad_left(ones, grow_row, 1)])
-        self._rows.append(row)
+        self._mask = torch.cat([_pad_left(self._mask, grow_batch, 1), _pad_left(mask, grow_new, 1)])
+        self._rows.extend(rows)
 
     def _keep(self, keep: list[int]) -> None:
         """Keep only these rows of the batch, and drop cache columns that are padding in all of them."""
