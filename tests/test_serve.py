@@ -232,10 +232,11 @@ def test_queue_is_bounded(tiny_backbone):
         try:
             for thread in clients:  # the first holds the only batch row, the second the only queue place
                 thread.start()
-            deadline = time.monotonic() + 10
-            while (engine.active_rows, engine.queued) != (1, 1) and time.monotonic() < deadline:
+            deadline = time.monotonic() + 60
+            while (engine.active_rows, engine.queued) != (1, 1):
+                assert time.monotonic() < deadline, f"held {engine.active_rows} rows, {engine.queued} queued"
                 time.sleep(0.01)
-            refused = httpx2.post(url + "/completions", json=body, timeout=30)
+            refused = httpx2.post(url + "/completions", json=body, timeout=10)
         finally:
             gate.set()
         for thread in clients:

@@ -29,6 +29,9 @@ from lofit.serve.schemas import APIError
 from lofit.serve.text import ANCHOR_TOKENS, Generated, TokenLogprob, TokenText
 
 
+PREFILL_PADDING = 0.2
+
+
 @dataclass(frozen=True)
 class Sampling:
     """How one prompt is continued (already validated by the app)."""
@@ -214,14 +217,26 @@ class Engine:
         """Prefill the new jobs, then add them to the batch (or finish those that ask for no tokens).
 
         Jobs that score their prompt (`echo` with log-probs) are prefilled alone, for their
-        prompt log-probs; the others together, left-padded like the decode batch."""
+        prompt log-probs; the others in groups of similar length, left-padded like the decode
+        batch, so that at most `PREFILL_PADDING` of a group's tokens are padding."""
         jobs = [job for job in jobs if not job.cancelled]
-        together = [job for job in jobs if not job.sampling.score_prompt]
         groups = [[job] for job in jobs if job.sampling.score_prompt]
-        if together:
-            groups.append(together)
+        together = sorted((job for job in jobs if not job.sampling.score_prompt), key=self._context_length)
+        for job in together:  # groups of similar lengths: padding would cost as much as real tokens
+            length = self._context_length(job)
+            if groups and groups[-1][0] in together:
+                group = groups[-1]
+                padding = length * (len(group) + 1) - sum(map(self._context_length, group)) - length
+                if padding <= PREFILL_PADDING * length * (len(group) + 1):
+                    group.append(job)
+                    continue
+            groups.append([job])
         for group in groups:
             self._prefill(group)
+
+    @staticmethod
+    def _context_length(job: Job) -> int:
+        return len(job.prefix) + len(job.prompt)
 
     def _prefill(self, jobs: list[Job]) -> None:
         contexts = [job.prefix + job.prompt for job in jobs]
@@ -333,7 +348,10 @@ class Engine:
         sampling, logp = row.job.sampling, row.logp
         if sampling.temperature == 0:
             return int(torch.argmax(logp))
-        probs = torch.softmax(logp / sampling.temperature, dim=-1).cpu()
+        # in float64 and shifted so that the best token scores 0: a tiny temperature can neither
+        # round to 0 nor push every score to -inf (NaN probabilities)
+        logp = logp.double().cpu()
+        probs = torch.softmax((logp - logp.max()) / sampling.temperature, dim=-1)
         if sampling.top_p < 1:
             sorted_probs, order = torch.sort(probs, descending=True)
             keep = torch.cumsum(sorted_probs, 0) - sorted_probs < sampling.top_p
