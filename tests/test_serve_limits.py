@@ -138,3 +138,13 @@ def test_tokenizing_a_long_prompt_does_not_block_other_requests(tiny_backbone):
 
 def test_serve_binds_loopback_by_default():
     assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
+
+
+def test_an_unset_api_key_variable_is_one_line_before_the_model_loads(monkeypatch, capsys):
+    from lofit.cli import main
+
+    monkeypatch.delenv("LOFIT_TEST_NO_SUCH_KEY", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--api_key_env", "LOFIT_TEST_NO_SUCH_KEY", "--backbone.model", "/nonexistent/model"])
+    assert exit_info.value.code == 2
+    assert "api_key_env: environment variable LOFIT_TEST_NO_SUCH_KEY is not set" in capsys.readouterr().err
