@@ -277,34 +277,63 @@ def judge(answers: str, output_dir: str = "outputs/judge", judge_config: JudgeCo
 
 def serve(
     backbone: BackboneConfig = BackboneConfig(),
-    adapter: str | None = None,
+    adapter: str | list[str] | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     model_id: str = "lofit",
+    api_key_env: str | None = None,
+    max_batch: int = 16,
+    max_queue: int = 64,
+    max_body_bytes: int = 2_000_000,
+    max_prompt_tokens: int = 4096,
+    max_tokens: int = 2048,
 ) -> None:
-    """Serve the backbone (with an edit attached if given) over an OpenAI-compatible HTTP API.
+    """Serve the backbone and its adapters over an OpenAI-compatible HTTP API, batching requests.
 
-    Clients use `base_url=http://HOST:PORT/v1` and `model=MODEL_ID` with any API key. Blocks
-    until interrupted. Endpoints and limits: `lofit.serve`.
+    Clients use `base_url=http://HOST:PORT/v1` and choose a served model id with `model`. Blocks
+    until interrupted. Endpoints and limits: `lofit.serve`. Several LoFiT adapters share one
+    server (`--adapter+ truth=PATH --adapter+ qa=PATH`, or `--adapter '[truth=PATH, qa=PATH]'`);
+    a LoRA, RED or RepE edit is served alone.
 
     Args:
         backbone: the frozen model to serve.
-        adapter: an edit folder: `lofit tune` adapter, ITI adapter, LoRA, RED or RepE steering (None: base model).
+        adapter: edit folders, each `NAME=PATH` (served as NAME) or one plain `PATH` (served as
+            MODEL_ID; the base model is then `MODEL_ID-base`): `lofit tune` or ITI adapters, or
+            one LoRA, RED or RepE edit. None: the base model only, as MODEL_ID.
         host: interface to bind; the default accepts local connections only.
         port: TCP port.
-        model_id: the model name clients must request.
+        model_id: the model name of the base model (or of a plain `--adapter PATH`).
+        api_key_env: environment variable holding the API key clients must send as
+            `Authorization: Bearer KEY` (None: no key).
+        max_batch: requests decoded together at most.
+        max_queue: requests that may wait for a batch slot before further ones get 503.
+        max_body_bytes: largest request body (413 beyond).
+        max_prompt_tokens: longest prompt in tokens (400 beyond).
+        max_tokens: largest `max_tokens` a request may ask for (400 beyond).
     """
-    import uvicorn
-
-    from lofit.backbone import load_backbone
-    from lofit.serve import create_app
+    from lofit.serve.main import adapter_specs, run
 
     if not 0 <= port <= 65535:
         raise ConfigError(f"port must be in 0..65535, got {port}")
-    if adapter is not None:
-        _check_edit_folder(adapter, backbone)
-    app = create_app(load_backbone(backbone), adapter, model_id)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    if max_batch < 1 or max_queue < 0:
+        raise ConfigError(f"max_batch must be ≥ 1 and max_queue ≥ 0, got {max_batch} and {max_queue}")
+    api_key = None
+    if api_key_env is not None:
+        api_key = os.environ.get(api_key_env, "")
+        if not api_key:
+            raise ConfigError(f"api_key_env: environment variable {api_key_env} is not set or empty")
+    specs = adapter_specs(adapter, model_id)
+    methods = {name: _check_edit_folder(path, backbone) for name, path in specs.items()}
+    alone = [name for name, method in methods.items() if method != "lofit"]
+    if alone and len(specs) > 1:
+        raise ConfigError(
+            f"adapter '{alone[0]}' ({specs[alone[0]]}) is a {methods[alone[0]]} edit: serve it alone, one per "
+            "process (only LoFiT adapters can share a server)"
+        )
+    from lofit.serve.app import Limits  # fastapi and torch load only now
+
+    limits = Limits(max_body_bytes=max_body_bytes, max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens)
+    run(backbone, specs, model_id, host, port, limits=limits, api_key=api_key, max_batch=max_batch, max_queue=max_queue)
 
 
 SUBCOMMANDS: dict[str, Callable[..., dict | None]] = {

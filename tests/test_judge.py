@@ -25,7 +25,7 @@ from lofit.evaluation.judge import (
     parse_chat_verdict,
     redact_url,
 )
-from lofit.serve import create_app, running_server
+from serve_doubles import make_app, running_server
 
 MODEL = "judge"
 KEY_ENV = "LOFIT_TEST_JUDGE_KEY"
@@ -74,7 +74,7 @@ def sent(url: str) -> int:
 
 @pytest.fixture
 def chat_app(tiny_backbone):
-    return create_app(tiny_backbone, None, MODEL, scripted_reply=scripted(CHAT_REPLIES))
+    return make_app(tiny_backbone, None, MODEL, scripted_reply=scripted(CHAT_REPLIES))
 
 
 def test_chat_verdicts_metrics_and_cache_hit_on_rerun(chat_app, tmp_path):
@@ -110,7 +110,7 @@ def test_chat_verdicts_metrics_and_cache_hit_on_rerun(chat_app, tmp_path):
 
 
 def test_completion_style_reads_p_yes_from_top_logprobs(tiny_backbone, tmp_path):
-    app = create_app(tiny_backbone, None, MODEL, scripted_reply=scripted(COMPLETION_REPLIES))
+    app = make_app(tiny_backbone, None, MODEL, scripted_reply=scripted(COMPLETION_REPLIES))
     with running_server(app) as url:
         records, metrics = judge_answers(ITEMS, config(url, tmp_path, style="truth_info_completion"))
     assert [(r["truthful"], r["informative"]) for r in records] == [(True, True), (False, True), (True, False)]
@@ -121,7 +121,7 @@ def test_completion_style_reads_p_yes_from_top_logprobs(tiny_backbone, tmp_path)
 def test_real_generation_round_trip_through_the_model(tiny_backbone, tmp_path):
     """No script: the tiny random model answers; its verdicts are parsed (completion) or counted
     as unparsable after bounded re-asks (chat), never dropped."""
-    with running_server(create_app(tiny_backbone, None, MODEL)) as url:
+    with running_server(make_app(tiny_backbone, None, MODEL)) as url:
         items = ITEMS[:1]
         records, metrics = judge_answers(items, config(url, tmp_path, style="truth_info_completion"))
         truth = records[0]["truth"]
@@ -148,7 +148,7 @@ def test_real_generation_round_trip_through_the_model(tiny_backbone, tmp_path):
     ids=["rate-limit", "server-error", "timeout", "garbage"],
 )
 def test_transient_faults_are_retried(tiny_backbone, tmp_path, plan):
-    app = create_app(tiny_backbone, None, MODEL, fault_plan=plan, scripted_reply=scripted(CHAT_REPLIES))
+    app = make_app(tiny_backbone, None, MODEL, fault_plan=plan, scripted_reply=scripted(CHAT_REPLIES))
     with running_server(app) as url:
         records, metrics = judge_answers(ITEMS, config(url, tmp_path, timeout_s=0.5, parse_retries=0))
         total = sent(url)
@@ -158,10 +158,10 @@ def test_transient_faults_are_retried(tiny_backbone, tmp_path, plan):
 
 
 def test_exhausted_retries_and_non_retryable_errors_raise(tiny_backbone, tmp_path):
-    app = create_app(tiny_backbone, None, MODEL, fault_plan=["500"] * 3, scripted_reply=scripted(CHAT_REPLIES))
+    app = make_app(tiny_backbone, None, MODEL, fault_plan=["500"] * 3, scripted_reply=scripted(CHAT_REPLIES))
     with running_server(app) as url, pytest.raises(JudgeAPIError, match="after 3 attempts"):
         judge_answers(ITEMS, config(url, tmp_path, concurrency=1, max_retries=2))
-    app = create_app(tiny_backbone, None, MODEL, fault_plan=["400"], scripted_reply=scripted(CHAT_REPLIES))
+    app = make_app(tiny_backbone, None, MODEL, fault_plan=["400"], scripted_reply=scripted(CHAT_REPLIES))
     with running_server(app) as url:
         with pytest.raises(JudgeAPIError, match="BadRequestError"):
             judge_answers(ITEMS, config(url, tmp_path / "other", concurrency=1))
@@ -183,7 +183,7 @@ def test_killed_run_resumes_from_cache_without_rejudging(tiny_backbone, tmp_path
     cache = tmp_path / "cache.jsonl"
     # The 4th request stalls so the subprocess is killed while it waits; the rerun is served normally.
     plan = ["ok", "ok", "ok", "timeout:30"]
-    app = create_app(tiny_backbone, None, MODEL, fault_plan=plan, scripted_reply=scripted(CHAT_REPLIES))
+    app = make_app(tiny_backbone, None, MODEL, fault_plan=plan, scripted_reply=scripted(CHAT_REPLIES))
     with running_server(app) as url:
         proc = subprocess.Popen(
             [sys.executable, "-c", KILL_SCRIPT, url, str(cache), str(answers), str(tmp_path / "killed")]
@@ -291,7 +291,7 @@ def test_no_parsable_verdict_gives_null_percentages_in_strict_json(tiny_backbone
     answers = tmp_path / "answers.jsonl"
     write_jsonl(answers, ITEMS)
     mumbling = {item["id"]: ("Maybe", "Perhaps") for item in ITEMS}
-    app = create_app(tiny_backbone, None, MODEL, scripted_reply=scripted(mumbling))
+    app = make_app(tiny_backbone, None, MODEL, scripted_reply=scripted(mumbling))
     with running_server(app) as url:
         metrics = judge_file(str(answers), str(tmp_path / "out"), config(url, tmp_path, parse_retries=0))
     summary = json.loads(

@@ -18,7 +18,7 @@ import torch
 
 from lofit.adapter import load_adapter, save_adapter
 from lofit.intervention import HeadIntervention
-from lofit.serve import FaultPlan, create_app, running_server
+from serve_doubles import FaultPlan, PacedEngine, make_app, running_server
 
 MODEL = "tiny"
 PROMPT = "Q: What is the capital of France?\nA:"
@@ -51,7 +51,7 @@ def stats(base_url: str) -> dict:
 
 
 def test_models_endpoint_and_request_counter(tiny_backbone):
-    with running_server(create_app(tiny_backbone, None, MODEL)) as url:
+    with running_server(make_app(tiny_backbone, None, MODEL)) as url:
         models = client(url).models.list()
         assert [m.id for m in models.data] == [MODEL]
         client(url).completions.create(model=MODEL, prompt=PROMPT, max_tokens=1, temperature=0)
@@ -66,8 +66,8 @@ def test_adapter_logprobs_differ_exactly_as_the_hooked_model(tiny_backbone_facto
     adapted = tiny_backbone_factory("llama", seed=3)
     reference = tiny_backbone_factory("llama", seed=3)
     adapter = make_adapter(base, tmp_path / "adapter")
-    with running_server(create_app(base, None, MODEL)) as base_url, running_server(
-        create_app(adapted, str(adapter), MODEL)
+    with running_server(make_app(base, None, MODEL)) as base_url, running_server(
+        make_app(adapted, str(adapter), MODEL)
     ) as adapted_url:
         served = {}
         for name, url in (("base", base_url), ("adapted", adapted_url)):
@@ -89,7 +89,7 @@ def test_adapter_logprobs_differ_exactly_as_the_hooked_model(tiny_backbone_facto
 
 
 def test_greedy_completion_matches_uncached_argmax_and_logprob_format(tiny_backbone):
-    app = create_app(tiny_backbone, None, MODEL)
+    app = make_app(tiny_backbone, None, MODEL)
     with running_server(app) as url:
         response = client(url).completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0, logprobs=3)
     ids = tiny_backbone.encode(PROMPT)
@@ -116,7 +116,7 @@ def test_greedy_completion_matches_uncached_argmax_and_logprob_format(tiny_backb
 
 
 def test_stop_strings_and_seeded_sampling(tiny_backbone):
-    with running_server(create_app(tiny_backbone, None, MODEL)) as url:
+    with running_server(make_app(tiny_backbone, None, MODEL)) as url:
         api = client(url)
         full = api.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0, logprobs=1)
         pieces = full.choices[0].logprobs.tokens
@@ -140,7 +140,7 @@ def test_chat_uses_the_chat_template_or_a_documented_plain_join(tiny_backbone):
         return "scripted"
 
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
-    with running_server(create_app(tiny_backbone, None, MODEL, scripted_reply=script)) as url:
+    with running_server(make_app(tiny_backbone, None, MODEL, scripted_reply=script)) as url:
         reply = client(url).chat.completions.create(model=MODEL, messages=messages)
     assert reply.choices[0].message.content == "scripted"
     assert seen[-1] == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
@@ -148,13 +148,13 @@ def test_chat_uses_the_chat_template_or_a_documented_plain_join(tiny_backbone):
     plain = copy.copy(tiny_backbone)
     plain.tokenizer = copy.deepcopy(tiny_backbone.tokenizer)
     plain.tokenizer.chat_template = None
-    with running_server(create_app(plain, None, MODEL, scripted_reply=script)) as url:
+    with running_server(make_app(plain, None, MODEL, scripted_reply=script)) as url:
         client(url).chat.completions.create(model=MODEL, messages=messages)
     assert seen[-1] == "System: Be brief.\n\nUser: hi\n\nAssistant:"
 
 
 def test_chat_generation_round_trip_with_logprobs(tiny_backbone):
-    with running_server(create_app(tiny_backbone, None, MODEL)) as url:
+    with running_server(make_app(tiny_backbone, None, MODEL)) as url:
         reply = client(url).chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0, logprobs=True, top_logprobs=2
         )
@@ -173,7 +173,7 @@ BAD_REQUESTS = [
     ("/completions", {"model": MODEL, "prompt": "x", "logprobs": 50}, 400, "logprobs"),
     ("/completions", {"model": MODEL, "prompt": "x", "temperature": 3}, 400, "temperature"),
     ("/completions", {"model": MODEL, "prompt": ""}, 400, "prompt"),
-    ("/completions", {"model": MODEL, "prompt": "x", "stream": True}, 400, "stream"),
+    ("/completions", {"model": MODEL, "prompt": "x", "stream": "yes"}, 400, "stream"),
     ("/completions", {"model": MODEL, "prompt": "x", "n": 2}, 400, "n"),
     ("/completions", {"model": MODEL, "prompt": "x", "stop": [""]}, 400, "stop"),
     ("/completions", {"model": "gpt-4o", "prompt": "x"}, 404, "model"),
@@ -187,7 +187,7 @@ BAD_REQUESTS = [
 
 
 def test_malformed_requests_get_openai_style_4xx(tiny_backbone):
-    with running_server(create_app(tiny_backbone, None, MODEL)) as url:
+    with running_server(make_app(tiny_backbone, None, MODEL)) as url:
         for path, body, status, param in BAD_REQUESTS:
             if isinstance(body, bytes):
                 response = httpx2.post(url + path, content=body, headers={"content-type": "application/json"})
@@ -206,7 +206,7 @@ def test_malformed_requests_get_openai_style_4xx(tiny_backbone):
 
 def test_fault_plan_is_consumed_one_entry_per_generation_request(tiny_backbone):
     plan = ["429", "503", "garbage", "html", "empty", "timeout:0.2", "ok"]
-    with running_server(create_app(tiny_backbone, None, MODEL, fault_plan=plan)) as url:
+    with running_server(make_app(tiny_backbone, None, MODEL, fault_plan=plan)) as url:
         body = {"model": MODEL, "prompt": "x", "max_tokens": 1}
         responses = [httpx2.post(url + "/completions", json=body, timeout=10) for _ in range(len(plan) + 1)]
     assert [r.status_code for r in responses] == [429, 503, 200, 200, 200, 200, 200, 200]
@@ -222,24 +222,27 @@ def test_fault_plan_is_consumed_one_entry_per_generation_request(tiny_backbone):
 
 
 def test_queue_is_bounded(tiny_backbone):
-    app = create_app(tiny_backbone, None, MODEL, max_queue=1)
+    gate = threading.Event()
+    app = make_app(tiny_backbone, None, MODEL, engine_type=PacedEngine, engine_options={"gate": gate}, max_batch=1, max_queue=1)
     engine = app.state.engine
-    body = {"model": MODEL, "prompt": "x", "max_tokens": 1}
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 2}
     with running_server(app) as url:
-        engine.lock.acquire()
+        held: list = []
+        clients = [threading.Thread(target=lambda: held.append(httpx2.post(url + "/completions", json=body, timeout=30))) for _ in range(2)]
         try:
-            first: list = []
-            waiter = threading.Thread(target=lambda: first.append(httpx2.post(url + "/completions", json=body, timeout=30)))
-            waiter.start()
-            deadline = time.monotonic() + 10
-            while engine._waiting < 1 and time.monotonic() < deadline:
+            for thread in clients:  # the first holds the only batch row, the second the only queue place
+                thread.start()
+            deadline = time.monotonic() + 60
+            while (engine.active_rows, engine.queued) != (1, 1):
+                assert time.monotonic() < deadline, f"held {engine.active_rows} rows, {engine.queued} queued"
                 time.sleep(0.01)
-            refused = httpx2.post(url + "/completions", json=body, timeout=30)
+            refused = httpx2.post(url + "/completions", json=body, timeout=10)
         finally:
-            engine.lock.release()
-        waiter.join(timeout=30)
+            gate.set()
+        for thread in clients:
+            thread.join(timeout=30)
     assert refused.status_code == 503 and refused.json()["error"]["type"] == "server_error"
-    assert first[0].status_code == 200
+    assert [r.status_code for r in held] == [200, 200]
 
 
 def free_port() -> int:
@@ -273,7 +276,7 @@ def test_serve_entry_point_loads_backbone_and_adapter(tiny_backbone_factory, tok
                 break
             except httpx2.TransportError:
                 time.sleep(0.2)
-        assert models["data"][0]["id"] == "served"
+        assert [m["id"] for m in models["data"]] == ["served-base", "served"]
         response = client(url).completions.create(model="served", prompt=PROMPT, max_tokens=0, echo=True, logprobs=0)
     finally:
         proc.terminate()
