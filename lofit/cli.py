@@ -292,7 +292,7 @@ def serve(
 
     Clients use `base_url=http://HOST:PORT/v1` and choose a served model id with `model`. Blocks
     until interrupted. Endpoints and limits: `lofit.serve`. Several LoFiT adapters share one
-    server (`--adapter+ truth=PATH --adapter+ qa=PATH`, or `--adapter '[truth=PATH, qa=PATH]'`);
+    server (`--adapter truth=PATH --adapter qa=PATH`, or `--adapter '[truth=PATH, qa=PATH]'`);
     a LoRA, RED or RepE edit is served alone.
 
     Args:
@@ -364,6 +364,16 @@ def _one_line(err: BaseException) -> str:
     return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
 
 
+def _repeated_adapters(argv: list[str]) -> list[str]:
+    """`lofit serve --adapter a=P --adapter b=Q` serves both: jsonargparse keeps only the last
+    value of a repeated flag, so for `serve` each `--adapter` becomes the appending `--adapter+`."""
+    if "serve" not in argv or sum(arg == "--adapter" or arg.startswith("--adapter=") for arg in argv) < 2:
+        return argv
+    start = argv.index("serve") + 1
+    rewritten = [arg.replace("--adapter", "--adapter+", 1) if arg == "--adapter" or arg.startswith("--adapter=") else arg for arg in argv[start:]]
+    return argv[:start] + rewritten
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `lofit` console script.
 
@@ -374,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     from jsonargparse import auto_cli
 
     try:
-        result = auto_cli(SUBCOMMANDS, args=argv)
+        result = auto_cli(SUBCOMMANDS, args=_repeated_adapters(sys.argv[1:] if argv is None else list(argv)))
     except Exception as err:
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise

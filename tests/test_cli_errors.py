@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -197,3 +198,12 @@ def test_an_argument_error_is_usage_and_exit_2():
     result = run_lofit("select", "--bogus", "1")
     assert result.returncode == 2 and "bogus" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_takes_a_repeated_adapter_flag(capsys):
+    """`--adapter a=P --adapter b=Q` serves both adapters (jsonargparse alone keeps the last)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--adapter", "truth=/a", "--adapter=qa=/b", "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["adapter"] == ["truth=/a", "qa=/b"]
