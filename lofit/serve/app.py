@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -290,19 +290,22 @@ def create_app(engine: Engine, *, limits: Limits = Limits(), api_key: str | None
         ]
         return JSONResponse({**head, "choices": choices, "usage": usage(finished)})
 
-    async def completion_stream(request, jobs, queue, head, texts, with_logprobs, include_usage) -> AsyncIterator[str]:
+    async def event_stream(
+        request, jobs, queue, head: dict, include_usage: bool, render: Callable[[Event], list[str]], opening: Sequence[str] = ()
+    ) -> AsyncIterator[str]:
+        """The SSE body both endpoints share: `opening`, each event as `render` writes it, usage, [DONE].
+
+        A client that went away ends the stream silently (its rows are already cancelled); an
+        engine error ends it with an OpenAI-style error event."""
         finished: list[Generated] = []
         try:
+            for line in opening:
+                yield line
             async for event in engine_events(engine, request, jobs, queue):
-                shift = len(texts[event.index])
-                logprobs = legacy_logprobs([(t, t.offset + shift) for t in event.tokens]) if with_logprobs else None
-                choice = {"index": event.index, "text": event.text, "logprobs": logprobs, "finish_reason": None}
-                if event.text or event.tokens:
-                    yield sse({**head, "choices": [choice]})
+                for line in render(event):
+                    yield line
                 if event.done is not None:
                     finished.append(event.done)
-                    final = {**choice, "text": "", "logprobs": None, "finish_reason": event.done.finish_reason}
-                    yield sse({**head, "choices": [final]})
         except ClientGone:
             return
         except APIError as err:
@@ -311,6 +314,19 @@ def create_app(engine: Engine, *, limits: Limits = Limits(), api_key: str | None
         if include_usage:
             yield sse({**head, "choices": [], "usage": usage(finished)})
         yield sse("[DONE]")
+
+    def completion_stream(request, jobs, queue, head, texts, with_logprobs, include_usage) -> AsyncIterator[str]:
+        def render(event: Event) -> list[str]:
+            shift = len(texts[event.index])
+            logprobs = legacy_logprobs([(t, t.offset + shift) for t in event.tokens]) if with_logprobs else None
+            choice = {"index": event.index, "text": event.text, "logprobs": logprobs, "finish_reason": None}
+            lines = [sse({**head, "choices": [choice]})] if event.text or event.tokens else []
+            if event.done is not None:
+                final = {**choice, "text": "", "logprobs": None, "finish_reason": event.done.finish_reason}
+                lines.append(sse({**head, "choices": [final]}))
+            return lines
+
+        return event_stream(request, jobs, queue, head, include_usage, render)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -356,30 +372,21 @@ def create_app(engine: Engine, *, limits: Limits = Limits(), api_key: str | None
         }
         return JSONResponse({**head, "object": "chat.completion", "choices": [choice], "usage": usage(finished)})
 
-    async def chat_stream(request, jobs, queue, head, with_logprobs, include_usage) -> AsyncIterator[str]:
+    def chat_stream(request, jobs, queue, head, with_logprobs, include_usage) -> AsyncIterator[str]:
         head = {**head, "object": "chat.completion.chunk"}
 
         def chunk(delta: dict, tokens: list[TokenLogprob] | None, finish_reason: str | None) -> str:
             logprobs = {"content": [chat_token(t) for t in tokens], "refusal": None} if tokens else None
             return sse({**head, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]})
 
-        finished: list[Generated] = []
-        try:
-            yield chunk({"role": "assistant", "content": ""}, None, None)
-            async for event in engine_events(engine, request, jobs, queue):
-                if event.text or event.tokens:
-                    yield chunk({"content": event.text}, event.tokens if with_logprobs else None, None)
-                if event.done is not None:
-                    finished.append(event.done)
-                    yield chunk({}, None, event.done.finish_reason)
-        except ClientGone:
-            return
-        except APIError as err:
-            yield sse(err.body())
-            return
-        if include_usage:
-            yield sse({**head, "choices": [], "usage": usage(finished)})
-        yield sse("[DONE]")
+        def render(event: Event) -> list[str]:
+            lines = [chunk({"content": event.text}, event.tokens if with_logprobs else None, None)] if event.text or event.tokens else []
+            if event.done is not None:
+                lines.append(chunk({}, None, event.done.finish_reason))
+            return lines
+
+        opening = [chunk({"role": "assistant", "content": ""}, None, None)]
+        return event_stream(request, jobs, queue, head, include_usage, render, opening)
 
     return app
 
