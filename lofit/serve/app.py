@@ -264,15 +264,7 @@ def create_app(engine: Engine, *, limits: Limits = Limits(), api_key: str | None
         encoded = await asyncio.to_thread(lambda: [backbone.encode(text, add_bos=False) for text in texts])
         for ids in encoded:
             check_prompt(prefix, ids, max_tokens)
-        sampling = Sampling(
-            max_tokens=max_tokens,
-            temperature=1.0 if body.temperature is None else body.temperature,
-            top_p=1.0 if body.top_p is None else body.top_p,
-            seed=body.seed,
-            stop=stop,
-            top_k=body.logprobs,
-            score_prompt=body.echo and body.logprobs is not None,
-        )
+        sampling = sampling_for(body, max_tokens, stop, top_k=body.logprobs, score_prompt=body.echo and body.logprobs is not None)
         jobs, queue = start([(prefix, ids, text) for ids, text in zip(encoded, texts)], sampling, adapter, bool(body.stream))
         head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()), "model": body.model}
         with_logprobs = body.logprobs is not None
@@ -344,14 +336,7 @@ def create_app(engine: Engine, *, limits: Limits = Limits(), api_key: str | None
             room = engine.context_length - len(prefix) - len(ids) if engine.context_length else DEFAULT_CHAT_TOKENS
             limit = max(0, min(DEFAULT_CHAT_TOKENS, limits.max_tokens, room))
         check_prompt(prefix, ids, limit)
-        sampling = Sampling(
-            max_tokens=limit,
-            temperature=1.0 if body.temperature is None else body.temperature,
-            top_p=1.0 if body.top_p is None else body.top_p,
-            seed=body.seed,
-            stop=stop,
-            top_k=(body.top_logprobs or 0) if body.logprobs else None,
-        )
+        sampling = sampling_for(body, limit, stop, top_k=(body.top_logprobs or 0) if body.logprobs else None)
         jobs, queue = start([(prefix, ids, prompt_text)], sampling, adapter, bool(body.stream))
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model}
         if body.stream:
@@ -389,6 +374,21 @@ def create_app(engine: Engine, *, limits: Limits = Limits(), api_key: str | None
         return event_stream(request, jobs, queue, head, include_usage, render, opening)
 
     return app
+
+
+def sampling_for(
+    body: CompletionRequest | ChatRequest, max_tokens: int, stop: tuple[str, ...], top_k: int | None, score_prompt: bool = False
+) -> Sampling:
+    """How a request samples: its own temperature, top_p and seed (OpenAI's defaults when unset)."""
+    return Sampling(
+        max_tokens=max_tokens,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        seed=body.seed,
+        stop=stop,
+        top_k=top_k,
+        score_prompt=score_prompt,
+    )
 
 
 def render_chat(backbone: Backbone, messages: Sequence[ChatMessage]) -> tuple[str, list[int], list[int]]:
