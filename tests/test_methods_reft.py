@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 from synthetic import ToySFTTask
 
 from lofit.cli import main
-from lofit.errors import ConfigError
 from lofit.data.collate import PadCollator, tokenize_examples
+from lofit.errors import ConfigError
 from lofit.families import decoder_layers
 from lofit.io import read_json
 from lofit.losses import completion_cross_entropy
@@ -76,7 +76,8 @@ def test_positions_are_the_first_and_last_prompt_tokens(start, length, first, la
     assert all(start <= col < start + length for col in columns)
     suffix = {col for col, which in positions if which == (0 if tied or first == 0 else 1)}
     assert set(range(start + max(length - last, 0), start + length)) <= suffix
-    assert set(columns) == set(range(start, start + min(first, length))) | set(range(start + max(length - last, 0), start + length))
+    prefix, suffix_all = range(start, start + min(first, length)), range(start + max(length - last, 0), start + length)
+    assert set(columns) == set(prefix) | set(suffix_all)
     assert {which for _, which in positions} <= ({0} if tied or not (first and last) else {0, 1})
 
 

@@ -92,12 +92,15 @@ class ReFTStepConfig(StepConfig):
         for name in ("rank", "first", "last"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "rank" else 0):
-                raise ConfigError(f"ReFT {name} must be {'a positive' if name == 'rank' else 'a non-negative'} integer, got {value!r}")
+                kind = "a positive" if name == "rank" else "a non-negative"
+                raise ConfigError(f"ReFT {name} must be {kind} integer, got {value!r}")
         if self.first + self.last == 0:
             raise ConfigError("ReFT needs first > 0 or last > 0 (the prompt positions it edits)")
         if self.layers is not None:
             if not self.layers or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in self.layers):
-                raise ConfigError(f"ReFT layers must be a non-empty list of layer indices >= 0 (or null: all), got {self.layers!r}")
+                raise ConfigError(
+                    f"ReFT layers must be a non-empty list of layer indices >= 0 (or null: all), got {self.layers!r}"
+                )
             if len(set(self.layers)) != len(self.layers):
                 raise ConfigError(f"ReFT layers repeat an index: {self.layers}")
         if self.init not in ("random", "identity"):

@@ -236,7 +236,8 @@ class ReFTIntervention(HookedEdit, nn.Module):
                 cols.append(col)
                 sets.append(which)
         device = input_ids.device
-        self._plan = (torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(cols, dtype=torch.long, device=device), sets)
+        as_index = lambda values: torch.tensor(values, dtype=torch.long, device=device)  # noqa: E731
+        self._plan = (as_index(rows), as_index(cols), sets)
 
     def _hook(self, index: int):
         def hook(_module: nn.Module, _args: tuple, output):
