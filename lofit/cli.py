@@ -34,7 +34,7 @@ from lofit.backbone import BackboneConfig
 from lofit.data.sources import DataSourceError
 from lofit.evaluation import check_batch_size, check_limit
 from lofit.evaluation.judge import JudgeAPIError, JudgeConfig, JudgeNotConfigured
-from lofit.methods.commands import iti, lora, red, repe
+from lofit.methods.commands import iti, lora, red, reft, repe
 from lofit.errors import ConfigError
 from lofit.training.config import (
     DataConfig,
@@ -121,7 +121,7 @@ def evaluate(
 
     Args:
         task: the task to evaluate.
-        adapter: an edit folder: `lofit tune` adapter, ITI adapter, LoRA, RED or RepE steering (None: base model).
+        adapter: an edit folder: `lofit tune` adapter, ITI adapter, LoRA, RED, ReFT or RepE steering (None: base model).
         backbone: the frozen model the adapter was trained on.
         split: which split to score.
         limit: score only the first N examples.
@@ -233,7 +233,7 @@ def generate(
 
     Args:
         task: a truthfulqa task (its fold picks the questions).
-        adapter: an edit folder: `lofit tune` adapter, ITI adapter, LoRA, RED or RepE steering (None: base model).
+        adapter: an edit folder: `lofit tune` adapter, ITI adapter, LoRA, RED, ReFT or RepE steering (None: base model).
         backbone: the frozen model.
         split: which split's questions to answer.
         limit: answer only the first N questions.
@@ -349,6 +349,7 @@ SUBCOMMANDS: dict[str, Callable[..., dict | None]] = {
     "repe": repe,
     "lora": lora,
     "red": red,
+    "reft": reft,
 }
 
 

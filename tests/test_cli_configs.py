@@ -11,6 +11,7 @@ from lofit.backbone import BackboneConfig
 from lofit.cli import SUBCOMMANDS, main
 from lofit.methods.lora import LoRAStepConfig
 from lofit.methods.red import REDStepConfig
+from lofit.methods.reft import ReFTStepConfig
 from lofit.tasks.base import Task
 from lofit.training import DataConfig, SelectionConfig, TrainerConfig, TuningConfig
 from lofit.training.run import build_task, build_trainer
@@ -21,6 +22,7 @@ STEP_CONFIG = {
     "tune": ("tuning", TuningConfig),
     "lora": ("lora", LoRAStepConfig),
     "red": ("red", REDStepConfig),
+    "reft": ("reft", ReFTStepConfig),
 }
 GRID_COMMANDS = {"iti": "top_k", "repe": "top_layers"}  # training-free: a validation grid, no Trainer
 
@@ -39,7 +41,7 @@ def test_configs_cover_every_task_and_step():
     names = {path.stem for path in CONFIGS}
     for task in ("truthfulqa", "mquake", "clutrr"):
         assert {f"{task}-select", f"{task}-tune"} <= names
-    assert {"truthfulqa-iti", "truthfulqa-repe", "mquake-lora", "mquake-red"} <= names
+    assert {"truthfulqa-iti", "truthfulqa-repe", "mquake-lora", "mquake-red", "mquake-reft"} <= names
     assert any("nf4" in name and "ddp" in name for name in names)
 
 
@@ -89,6 +91,9 @@ def test_cli_overrides_reach_nested_settings():
         (["repe", "--task.name", "truthfulqa", "--alpha", "[]"], "grid's 'alpha' must be a non-empty list"),
         (["lora", "--task.name", "mquake", "--lora.r", "0"], "LoRA rank r must be a positive integer"),
         (["red", "--task.name", "mquake", "--red.lr", "0"], "lr must be positive"),
+        (["reft", "--task.name", "mquake", "--reft.rank", "0"], "ReFT rank must be a positive integer"),
+        (["reft", "--task.name", "mquake", "--reft.first", "0", "--reft.last", "0"], "ReFT needs first > 0 or last > 0"),
+        (["reft", "--task.name", "mquake", "--reft.layers", "[1, 1]"], "ReFT layers repeat an index"),
         (["evaluate", "--task.name", "mquake", "--adapter", "."], "not an edit folder"),
     ],
 )

@@ -15,6 +15,7 @@ from lofit.intervention import HeadIntervention
 from lofit.methods.loading import edit_method, load_edit
 from lofit.methods.lora import LoRAAdapter, save_lora
 from lofit.methods.red import REDIntervention, save_red
+from lofit.methods.reft import ReFTIntervention, save_reft
 from lofit.methods.repe import ResidualSteering, save_steering
 from lofit.methods.search import best_on_validation, grid
 
@@ -89,7 +90,7 @@ def test_repe_command_picks_on_val_and_saves_the_scored_edit(tiny_folder, shared
     assert summary["mc1"] == pytest.approx(best["mc1"]) and summary["mc2"] == pytest.approx(best["mc2"])
 
 
-@pytest.mark.parametrize("method,folder", [("lora", "lora"), ("red", "red")])
+@pytest.mark.parametrize("method,folder", [("lora", "lora"), ("red", "red"), ("reft", "reft")])
 def test_trained_baselines_run_and_their_edit_evaluates(method, folder, tiny_folder, shared_data, tmp_path):
     out = tmp_path / method
     extra = ["--lora.r", "2", "--lora.target_modules", "[q_proj, v_proj]"] if method == "lora" else []
@@ -111,9 +112,11 @@ def test_load_edit_tells_every_method_apart(tiny_backbone, tmp_path):
     save_adapter(lofit, tmp_path / "lofit", "tiny", model_type="llama")
     save_lora(LoRAAdapter(tiny_backbone.model, r=2, target_modules=["q_proj"]), tmp_path / "lora", "tiny")
     save_red(REDIntervention.for_backbone(tiny_backbone), tmp_path / "red", tiny_backbone)
+    save_reft(ReFTIntervention.for_backbone(tiny_backbone), tmp_path / "reft", tiny_backbone)
     hidden = tiny_backbone.model.config.hidden_size
     save_steering(ResidualSteering(g.num_layers, hidden, [1], torch.ones(1, hidden)), tmp_path / "repe", tiny_backbone)
-    expected = {"lofit": HeadIntervention, "lora": LoRAAdapter, "red": REDIntervention, "repe": ResidualSteering}
+    expected = {"lofit": HeadIntervention, "lora": LoRAAdapter, "red": REDIntervention, "reft": ReFTIntervention,
+                "repe": ResidualSteering}
     for method, cls in expected.items():
         assert edit_method(tmp_path / method) == method
         assert isinstance(load_edit(tmp_path / method, tiny_backbone), cls)

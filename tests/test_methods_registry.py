@@ -33,7 +33,7 @@ def test_every_entry_names_real_code_and_a_real_subcommand(name):
 
 
 def test_training_subcommands_are_the_registered_steps():
-    assert set(TRAINING_STEPS) == {"select", "tune", "lora", "red"}
+    assert set(TRAINING_STEPS) == {"select", "tune", "lora", "red", "reft"}
     assert TRAINING_STEPS["tune"].reads_heads and TRAINING_STEPS["select"].records_task
 
 
@@ -47,5 +47,5 @@ def test_pipelines_folder_table_is_the_registry(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "pipelines"))
     import common
 
-    assert common.EDIT_FOLDERS == {"lofit": "adapter", "iti": "adapter", "repe": "steering", "lora": "lora", "red": "red"}
-    assert set(EDIT_FORMATS) == {"lofit", "lora", "red", "repe"}
+    assert common.EDIT_FOLDERS == {"lofit": "adapter", "iti": "adapter", "repe": "steering", "lora": "lora", "red": "red", "reft": "reft"}
+    assert set(EDIT_FORMATS) == {"lofit", "lora", "red", "reft", "repe"}

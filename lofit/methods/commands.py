@@ -1,8 +1,8 @@
-"""`lofit iti|repe|lora|red`: the baselines as CLI subcommands, shaped like `lofit select|tune`.
+"""`lofit iti|repe|lora|red|reft`: the baselines as CLI subcommands, shaped like `lofit select|tune`.
 
 Each typed, documented signature is the subcommand's CLI and YAML schema. Training-free methods
 (ITI, RepE) read TruthfulQA's train split and pick their settings on its val split; trained ones
-(LoRA, RED) use LoFiT's data module, losses and Trainer. Every command writes a folder that
+(LoRA, RED, ReFT) use LoFiT's data module, losses and Trainer. Every command writes a folder that
 `lofit evaluate --adapter` (and generate/serve) loads without being told the method.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from lofit.backbone import BackboneConfig
 from lofit.io import write_json
-from lofit.methods.configs import LoRAStepConfig, REDStepConfig
+from lofit.methods.configs import LoRAStepConfig, REDStepConfig, ReFTStepConfig
 from lofit.methods.registry import METHODS
 from lofit.methods.train import train_step
 from lofit.errors import ConfigError
@@ -208,3 +208,30 @@ def red(
         ckpt_path: resume from this checkpoint.
     """
     return train_step("red", task, red, backbone, data, trainer, validation, output_dir, ckpt_path)
+
+
+def reft(
+    task: TaskSpec,
+    reft: ReFTStepConfig = ReFTStepConfig(),
+    backbone: BackboneConfig = BackboneConfig(),
+    data: DataConfig = DataConfig(),
+    trainer: TrainerConfig = TrainerConfig(),
+    validation: ValidationConfig = ValidationConfig(),
+    output_dir: str = "outputs/reft",
+    ckpt_path: str | None = None,
+) -> dict:
+    """LoReFT: h + Rᵀ(Wh + b − Rh) at the first/last prompt positions of chosen layers, trained with LoFiT's loss.
+
+    Writes `reft/` (R, W, b + config), `metrics.json`, checkpoints and a CSV log.
+
+    Args:
+        task: the task to train on.
+        reft: rank, positions, layers, tying, init, learning rate, seed, DPO and checkpoint-choice settings.
+        backbone: the frozen model.
+        data: batching and truncation.
+        trainer: epochs, devices, strategy, precision, clipping.
+        validation: optional task metric on the val split.
+        output_dir: run directory.
+        ckpt_path: resume from this checkpoint.
+    """
+    return train_step("reft", task, reft, backbone, data, trainer, validation, output_dir, ckpt_path)

@@ -1,4 +1,4 @@
-"""Load any saved edit (LoFiT/ITI adapter, LoRA, RED, RepE steering) from its folder.
+"""Load any saved edit (LoFiT/ITI adapter, LoRA, RED, ReFT, RepE steering) from its folder.
 
 Every method writes a folder whose config file says what it is (`registry.EDIT_FORMATS`), so
 evaluation, generation, serving and the comparison pipeline take "an edit folder" and need not be
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def edit_method(path: str | Path) -> str:
-    """`lofit` (also ITI, which is saved as a lofit adapter), `lora`, `red` or `repe`."""
+    """`lofit` (also ITI, which is saved as a lofit adapter), `lora`, `red`, `reft` or `repe`."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"edit folder {path}: not found")

@@ -1,7 +1,7 @@
 """Every method in one table: its edit folder, how the folder is saved and loaded, how it trains.
 
 Loading an edit (`lofit.methods.loading`), the comparison pipeline's folder table and the training
-subcommands (`lofit select|tune|lora|red`) all read `METHODS`, so adding a method is one entry
+subcommands (`lofit select|tune|lora|red|reft`) all read `METHODS`, so adding a method is one entry
 here plus its module. Functions and classes are named by import path (`module:attribute`) and
 imported on use: reading this table loads neither torch nor transformers.
 """
@@ -100,6 +100,12 @@ RED_EDIT = EditFormat(
     save="lofit.methods.red:save_red",
     load="lofit.methods.red:load_red",
 )
+REFT_EDIT = EditFormat(
+    config_file="reft_config.json",
+    weights_file="reft.safetensors",
+    save="lofit.methods.reft:save_reft",
+    load="lofit.methods.reft:load_reft",
+)
 STEERING = EditFormat(
     config_file="steering_config.json",
     weights_file="steering.safetensors",
@@ -126,9 +132,11 @@ METHODS: dict[str, Method] = {
                steps=(TrainingStep("lora", "lofit.methods.lora:LoRAModule"),)),
         Method("red", command="red", edit_dir="red", edit=RED_EDIT,
                steps=(TrainingStep("red", "lofit.methods.red:REDModule"),)),
+        Method("reft", command="reft", edit_dir="reft", edit=REFT_EDIT,
+               steps=(TrainingStep("reft", "lofit.methods.reft:ReFTModule"),)),
     )
 }
 
 TRAINING_STEPS: dict[str, TrainingStep] = {step.command: step for method in METHODS.values() for step in method.steps}
 # Edit formats in the order a folder is recognised (a lofit adapter and a LoRA folder share a config name)
-EDIT_FORMATS: dict[str, EditFormat] = {name: METHODS[name].edit for name in ("lofit", "lora", "red", "repe")}
+EDIT_FORMATS: dict[str, EditFormat] = {name: METHODS[name].edit for name in ("lofit", "lora", "red", "reft", "repe")}

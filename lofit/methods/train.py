@@ -1,4 +1,4 @@
-"""The one body of the training subcommands (`lofit select|tune|lora|red`).
+"""The one body of the training subcommands (`lofit select|tune|lora|red|reft`).
 
 Each subcommand keeps its own typed signature (its CLI and YAML schema) and hands its step
 config here with its name; the registry says which module trains and what to check first.
