@@ -25,7 +25,7 @@ from lofit.losses import AnswerLogits, answer_positions
 
 # A chunk's fixed cost (the per-layer work that does not scale with tokens), in padded-token
 # equivalents of a SmolLM2-135M training step on the 2-core CPU (benchmarks/training_profile.py).
-CHUNK_OVERHEAD_TOKENS = 48
+CHUNK_OVERHEAD_TOKENS = 20
 
 
 def plan_chunks(lengths: Sequence[int], overhead: float = CHUNK_OVERHEAD_TOKENS) -> list[list[int]]:
