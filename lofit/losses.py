@@ -1,7 +1,9 @@
 """The training objectives: completion-only cross-entropy and the DPO sigmoid loss.
 
-Everything works on causal-LM logits and labels where -100 marks positions that are not part of
-an answer; the shift (token t is predicted from position t-1) happens here, in one place.
+Labels mark with -100 the positions that are not part of an answer. The shift (token t is
+predicted from position t-1) happens in one place, `answer_positions`; the losses read only the
+logits at those positions (`AnswerLogits`), so a caller may compute logits there alone
+(`lofit.training.answers`) or gather them from full causal-LM logits (`AnswerLogits.from_full`).
 """
 
 from __future__ import annotations
@@ -14,25 +16,49 @@ import torch.nn.functional as F
 from lofit.data.collate import IGNORE_INDEX
 
 
-def _shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return logits[:, :-1].float(), labels[:, 1:]
+def answer_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, position, target) of every answer token in row-major order: position t-1 predicts labels[t]."""
+    rows, positions = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
+    return rows, positions, labels[rows, positions + 1]
+
+
+@dataclass(frozen=True)
+class AnswerLogits:
+    """The logits that predict each answer token of a batch of `num_rows` rows, with its target and row."""
+
+    logits: torch.Tensor  # (M, vocab), float32
+    targets: torch.Tensor  # (M,)
+    rows: torch.Tensor  # (M,)
+    num_rows: int
+
+    @classmethod
+    def from_full(cls, logits: torch.Tensor, labels: torch.Tensor) -> AnswerLogits:
+        """Pick the answer positions out of full (N, T, vocab) causal-LM logits."""
+        rows, positions, targets = answer_positions(labels)
+        return cls(logits[rows, positions].float(), targets, rows, labels.shape[0])
+
+
+def answer_cross_entropy(answers: AnswerLogits) -> torch.Tensor:
+    """Mean next-token cross-entropy over the answer tokens of the whole batch."""
+    if answers.targets.numel() == 0:
+        raise ValueError("the batch has no answer tokens to train on")
+    return F.cross_entropy(answers.logits, answers.targets)
+
+
+def answer_logps(answers: AnswerLogits) -> torch.Tensor:
+    """Summed log-probability of each row's answer tokens, shape (N,) (DPO scores sequences by sums)."""
+    token_logps = -F.cross_entropy(answers.logits, answers.targets, reduction="none")
+    return token_logps.new_zeros(answers.num_rows).index_add(0, answers.rows, token_logps)
 
 
 def completion_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the answer tokens of the whole batch."""
-    logits, labels = _shift(logits, labels)
-    if not (labels != IGNORE_INDEX).any():
-        raise ValueError("the batch has no answer tokens to train on")
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    """`answer_cross_entropy` of full (N, T, vocab) logits."""
+    return answer_cross_entropy(AnswerLogits.from_full(logits, labels))
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed log-probability of each row's answer tokens, shape (N,) (DPO scores sequences by sums)."""
-    logits, labels = _shift(logits, labels)
-    token_nll = F.cross_entropy(
-        logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
-    )  # (N, T-1), 0 where ignored
-    return -token_nll.sum(dim=1)
+    """`answer_logps` of full (N, T, vocab) logits."""
+    return answer_logps(AnswerLogits.from_full(logits, labels))
 
 
 @dataclass(frozen=True)

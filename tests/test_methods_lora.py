@@ -10,7 +10,7 @@ from synthetic import ToyDPOTask, ToySFTTask
 
 from lofit.data.collate import PadCollator, tokenize_examples
 from lofit.io import read_json
-from lofit.losses import sequence_logps
+from lofit.losses import answer_logps, sequence_logps
 from lofit.methods.lora import (
     LORA_DIR,
     LoRAAdapter,
@@ -128,7 +128,7 @@ def test_dpo_reference_is_the_base_model_and_a_step_raises_the_margin(tiny_backb
     with module.intervention.applied(tiny_backbone.model):
         chosen, rejected = module.reference(batch, "train")
         assert torch.equal(torch.cat([chosen, rejected]), base)
-        assert not torch.allclose(sequence_logps(module(batch), batch["labels"]), base)
+        assert not torch.allclose(answer_logps(module(batch)), base)
         loss, before = module.task_loss(batch, "train")
         loss.backward()
         assert all(p.grad is not None for p in module.intervention.parameters())

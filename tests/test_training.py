@@ -17,7 +17,7 @@ from lofit.backbone import BackboneConfig, load_backbone, wrap_model
 from lofit.data.collate import PadCollator, tokenize_examples
 from lofit.intervention import HeadIntervention
 from lofit.io import read_json
-from lofit.losses import completion_cross_entropy, sequence_logps
+from lofit.losses import answer_logps, completion_cross_entropy, sequence_logps
 from lofit.errors import ConfigError
 from lofit.training import (
     BiasTuningModule,
@@ -152,7 +152,7 @@ def test_reference_logps_are_the_base_models(tiny_backbone, tmp_path):
     module = HeadSelectionModule(tiny_backbone, "dpo", SelectionConfig(init_std=0.5))
     with module.intervention.applied(tiny_backbone.model):
         chosen, rejected = module.reference(batch, "train")
-        policy = sequence_logps(module(batch), batch["labels"])
+        policy = answer_logps(module(batch))
     assert torch.equal(torch.cat([chosen, rejected]), base)
     assert not torch.allclose(policy, base)  # the intervention does change the model
     assert sorted(module.reference_logps["train"]) == [0, 1, 2, 3]

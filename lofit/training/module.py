@@ -18,8 +18,9 @@ import torch
 from lofit.backbone import Backbone
 from lofit.data.examples import LossKind
 from lofit.intervention import HeadIntervention
-from lofit.losses import completion_cross_entropy, dpo_loss, sequence_logps
+from lofit.losses import AnswerLogits, answer_cross_entropy, answer_logps, dpo_loss
 from lofit.errors import ConfigError
+from lofit.training.answers import answer_logits
 from lofit.training.config import StepConfig
 from lofit.quantized import is_quantized, keep_4bit_differentiable
 
@@ -91,9 +92,9 @@ class InterventionModule(L.LightningModule):
         self.intervention.detach()
 
     # ------------------------------------------------------------------ losses
-    def forward(self, batch: Batch) -> torch.Tensor:
-        out = self.backbone.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-        return out.logits
+    def forward(self, batch: Batch) -> AnswerLogits:
+        """The logits of the batch's answer positions only (`lofit.training.answers`)."""
+        return answer_logits(self.backbone.model, batch)
 
     def reference(self, batch: Batch, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Base-model log-probs of the batch's chosen and rejected answers, computed once per example.
@@ -104,7 +105,7 @@ class InterventionModule(L.LightningModule):
         keys = batch["index"].tolist()
         if any(key not in cache for key in keys):
             with torch.no_grad(), self.intervention.disabled():
-                logps = sequence_logps(self(batch), batch["labels"])
+                logps = answer_logps(self(batch))
             for row, key in enumerate(keys):
                 cache[key] = (logps[row].item(), logps[len(keys) + row].item())
         values = torch.tensor([cache[key] for key in keys], dtype=torch.float32, device=batch["input_ids"].device)
@@ -112,11 +113,11 @@ class InterventionModule(L.LightningModule):
 
     def task_loss(self, batch: Batch, split: str) -> tuple[torch.Tensor, Logs]:
         """The task objective of a batch and the extra metrics it yields (DPO rewards)."""
-        logits = self(batch)
+        answers = self(batch)
         if self.loss_kind == "sft":
-            return completion_cross_entropy(logits, batch["labels"]), {}
+            return answer_cross_entropy(answers), {}
         pairs = batch["index"].numel()
-        logps = sequence_logps(logits, batch["labels"])
+        logps = answer_logps(answers)
         ref_chosen, ref_rejected = self.reference(batch, split)
         out = dpo_loss(
             logps[:pairs], logps[pairs:], ref_chosen, ref_rejected, self.config.beta, self.config.label_smoothing
