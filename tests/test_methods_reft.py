@@ -145,11 +145,15 @@ def test_training_rows_are_edited_at_their_prompt_like_generation(tiny_backbone)
         with reft.prompts_of(batch["input_ids"], batch["attention_mask"], batch["labels"]):
             trained = edited_columns(tiny_backbone, 0, input_ids=batch["input_ids"],
                                      attention_mask=batch["attention_mask"])[0]
-            # the same rows re-ordered and re-padded (as a length-sorted micro-batch) are found by their ids
+            # the same rows re-ordered and re-padded (as a length-sorted micro-batch) are found by their prompts
             order = [2, 0]
             width = int(batch["attention_mask"][order].sum(1).max())
             again = edited_columns(tiny_backbone, 0, input_ids=batch["input_ids"][order, :width],
                                    attention_mask=batch["attention_mask"][order, :width])[0]
+            # a row run alone without its last token (the training module's chunks drop the final
+            # EOS, which predicts nothing) and without a mask is found by its prompt
+            real = int(batch["attention_mask"][1].sum())
+            shortened = edited_columns(tiny_backbone, 0, input_ids=batch["input_ids"][1:2, : real - 1])[0]
         width = max(prompt_lengths)
         pad = tiny_backbone.tokenizer.pad_token_id
         ids = torch.full((len(prompt_lengths), width), pad)
@@ -163,6 +167,7 @@ def test_training_rows_are_edited_at_their_prompt_like_generation(tiny_backbone)
         assert trained[row] == expected  # answers (columns >= n) untouched
         assert {col - (width - n) for col in generated[row]} == expected
     assert again == [trained[2], trained[0]]
+    assert shortened == [trained[1]]
 
 
 def test_generated_tokens_are_not_edited(tiny_backbone):
@@ -182,7 +187,7 @@ def test_unregistered_rows_inside_a_training_context_are_refused(tiny_backbone):
     reft = ReFTIntervention.for_backbone(tiny_backbone, SMALL)
     batch = batch_of(tiny_backbone)
     with reft.applied(tiny_backbone.model), reft.prompts_of(batch["input_ids"], batch["attention_mask"], batch["labels"]):
-        with pytest.raises(RuntimeError, match="not among the registered training rows"):
+        with pytest.raises(RuntimeError, match="starts with no registered training prompt"):
             logits(tiny_backbone)
 
 

@@ -17,9 +17,11 @@ attention mask, KV cache) in a pre-hook:
 - otherwise the prompt of a row is its unpadded tokens (left padding as in generation, right
   padding as in training batches: the first attention-mask position starts it), unless
 - `prompts_of(input_ids, attention_mask, labels)` registered the row: a training sequence is
-  prompt + answer, and its prompt is the tokens before the first supervised label. Rows are
-  looked up by their unpadded token ids, so a training loop may re-order, split or re-pad a
-  batch before the model sees it. `ReFTModule` registers every training and validation batch.
+  prompt + answer, and its prompt is the tokens before the first supervised label. A row of a
+  forward is recognised by the registered prompt it starts with, so a training loop may re-order,
+  split, re-pad or shorten (after the prompt) a batch's rows before the model sees them, as the
+  training module's length-grouped chunks do. `ReFTModule` registers every training and
+  validation batch.
 So a prompt that is trained on prompt + answer is edited at the same positions when generation
 later sees it alone. (Multiple-choice scoring that runs a shared prefix first edits that prefix
 as the prompt; the context after it continues the cache and is not edited.)
@@ -153,7 +155,7 @@ class ReFTIntervention(HookedEdit, nn.Module):
         self.layers = nn.ModuleList(
             LoReFTLayer(shape.sets, shape.rank, shape.hidden_size, init, generator) for _ in shape.layers
         )
-        self._prompt_lengths: dict[tuple[int, ...], int] = {}
+        self._prompts: set[tuple[int, ...]] = set()  # registered training prompts (token ids)
         self._plan: tuple[torch.Tensor, torch.Tensor, list[int]] | None = None  # rows, columns, sets
         self._init_hooks()
 
@@ -192,16 +194,16 @@ class ReFTIntervention(HookedEdit, nn.Module):
     ) -> Iterator[None]:
         """While inside: these prompt + answer rows are edited at their prompts (tokens before the first label)."""
         mask = attention_mask.tolist() if attention_mask is not None else [[1] * input_ids.shape[1]] * len(input_ids)
-        registered: dict[tuple[int, ...], int] = {}
+        registered: set[tuple[int, ...]] = set()
         for (_start, ids), row_mask, row_labels in zip(self._unpadded(input_ids, attention_mask), mask, labels.tolist()):
             supervised = [label for label, keep in zip(row_labels, row_mask) if keep]
             length = next((i for i, label in enumerate(supervised) if label != IGNORE_INDEX), len(ids))
-            registered[tuple(ids)] = length
-        previous, self._prompt_lengths = self._prompt_lengths, registered
+            registered.add(tuple(ids[:length]))
+        previous, self._prompts = self._prompts, registered
         try:
             yield
         finally:
-            self._prompt_lengths = previous
+            self._prompts = previous
 
     def _find_positions(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
         """Pre-hook of the decoder stack: which (row, column) of this forward are edited, with which set."""
@@ -218,7 +220,7 @@ class ReFTIntervention(HookedEdit, nn.Module):
             return
         attention_mask = kwargs.get("attention_mask")
         if input_ids is None:
-            if self._prompt_lengths:
+            if self._prompts:
                 raise RuntimeError("ReFT finds training prompts by their token ids; this forward passes inputs_embeds")
             embeds = kwargs["inputs_embeds"]
             input_ids = torch.zeros(embeds.shape[:2], dtype=torch.long)
@@ -227,10 +229,12 @@ class ReFTIntervention(HookedEdit, nn.Module):
         rows, cols, sets = [], [], []
         for row, (start, ids) in enumerate(self._unpadded(input_ids, attention_mask)):
             length = len(ids)
-            if self._prompt_lengths:
-                if tuple(ids) not in self._prompt_lengths:
-                    raise RuntimeError(f"ReFT: row {row} of this forward is not among the registered training rows")
-                length = self._prompt_lengths[tuple(ids)]
+            if self._prompts:
+                lengths = {len(prompt) for prompt in self._prompts if tuple(ids[: len(prompt)]) == prompt}
+                if len(lengths) != 1:
+                    problem = "starts with no registered training prompt" if not lengths else "starts with two registered prompts"
+                    raise RuntimeError(f"ReFT: row {row} of this forward {problem}")
+                length = lengths.pop()
             for col, which in edited_positions(start, length, self.shape.first, self.shape.last, self.shape.tied):
                 rows.append(row)
                 cols.append(col)
