@@ -1,7 +1,9 @@
 """DVC stages `ood_base@TASK` / `ood_lofit@TASK`: out-of-domain checks (TriviaQA, NQ-open, MMLU).
 
 The LoFiT model is the backbone with the TruthfulQA adapter of `ood.adapter_run` (the paper's
-Table 5 setting); results go to runs/ood/METHOD/TASK/{predictions.jsonl,summary.json}.
+Table 5 setting); results go to runs/ood/METHOD/TASK/{predictions.jsonl,summary.json}. Task options
+(`ood.options`: 5-shot for all three sets) and the sample (`ood.limit`) are the same for every
+method, so the report can pair their predictions question by question.
 The comparison pipeline's `ood@METHOD-TASK` stages (compare/dvc.yaml) run the same check for the
 ITI and RepE edits fitted on that run, into compare/runs/ood/METHOD/TASK/.
 """

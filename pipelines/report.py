@@ -1,13 +1,14 @@
 """DVC stage `report`: the results tables and training curves.
 
 Reads every run's evaluation summaries, step-2 metrics and training logs, the out-of-domain
-summaries and the open-ended judge summaries; writes reports/results.md, reports/metrics.json (a
+summaries and per-question predictions (paired base vs. LoFiT) and the open-ended judge summaries; writes reports/results.md, reports/metrics.json (a
 DVC metric) and reports/curves/*.png.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -17,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from common import OOD_TASKS, REPORTS, RUNS_DIR, adapter_heads, load_params, metric_names  # noqa: E402
 
+from lofit.evaluation.stats import RESAMPLES, SEED, compare_paired, paired_outcomes  # noqa: E402
 from lofit.io import atomic_open, atomic_path, read_json, write_json  # noqa: E402
 from lofit.tasks import TASKS  # noqa: E402
 
@@ -89,15 +91,32 @@ def markdown(means: list[dict], rows: list[dict], params: dict) -> str:
     return "\n".join(lines)
 
 
+def read_predictions(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing (run its ood stage)")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def ood_rows() -> list[dict]:
-    """Out-of-domain summaries of the base and TruthfulQA-tuned models."""
+    """Per out-of-domain set: base and TruthfulQA-tuned scores and their paired difference
+    (LoFiT − base per question, bootstrap 95 % interval, McNemar's exact p)."""
     rows = []
     for task in OOD_TASKS:
-        for method in METHODS:
-            summary = read_json(RUNS_DIR / "ood" / method / task / "summary.json")
-            metric = TASKS[task].primary_metric
-            rows.append({"task": task, "method": method, "metric": metric, "value": summary[metric],
-                         "num_examples": summary["num_examples"]})
+        folders = {method: RUNS_DIR / "ood" / method / task for method in METHODS}
+        metric = TASKS[task].primary_metric
+        summaries = {method: read_json(folder / "summary.json") for method, folder in folders.items()}
+        try:
+            base, lofit = paired_outcomes(*(read_predictions(folder / "predictions.jsonl") for folder in folders.values()))
+        except ValueError as err:
+            raise SystemExit(f"{folders['base']} vs {folders['lofit']}: {err}") from None
+        paired = compare_paired(base, lofit)
+        for method in METHODS:  # the pairs are the scored questions: the summaries must agree
+            mean = paired.mean_a if method == "base" else paired.mean_b
+            if not math.isclose(summaries[method][metric], mean, abs_tol=1e-9):
+                raise SystemExit(f"{folders[method]}: summary {metric} {summaries[method][metric]} != its predictions' {mean}")
+        rows.append({"task": task, "metric": metric, "num_examples": paired.n, "base": paired.mean_a,
+                     "lofit": paired.mean_b, "difference": paired.difference, "ci_low": paired.low,
+                     "ci_high": paired.high, "mcnemar_p": paired.mcnemar_p})
     return rows
 
 
@@ -114,14 +133,24 @@ def judge_rows(params: dict) -> list[dict]:
 
 
 def ood_markdown(rows: list[dict], params: dict) -> list[str]:
+    options = params["ood"]["options"]
+    shots = ", ".join(f"{task} {(options.get(task) or {}).get('shots', 0)}-shot" for task in OOD_TASKS)
     lines = [
         "",
         f"## Out of domain (LoFiT = the `{params['ood']['adapter_run']}` TruthfulQA adapter)",
         "",
-        "| task | method | metric | value | examples |",
-        "|---|---|---|---:|---:|",
+        f"Prompts: {shots} (TriviaQA/NQ-open: exact match of the first generated line; MMLU: answer-letter "
+        "log-likelihood). Δ = LoFiT − base on the same questions, with a 95 % paired bootstrap interval "
+        f"({RESAMPLES} resamples of the questions, seed {SEED}) and McNemar's exact p.",
+        "",
+        "| task | metric | base | LoFiT | Δ (points) | 95 % interval | McNemar p | examples |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {r['task']} | {r['method']} | {r['metric']} | {100 * r['value']:.1f} | {r['num_examples']} |" for r in rows]
+    lines += [
+        f"| {r['task']} | {r['metric']} | {100 * r['base']:.1f} | {100 * r['lofit']:.1f} | {100 * r['difference']:+.1f} | "
+        f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}] | {r['mcnemar_p']:.3g} | {r['num_examples']} |"
+        for r in rows
+    ]
     return lines
 
 
@@ -182,7 +211,9 @@ def main() -> None:
     with atomic_open(REPORTS / "results.md") as handle:
         handle.write("\n".join([markdown(means, rows, params).rstrip("\n"), *ood_markdown(ood, params), *judge_markdown(judged), ""]))
     metrics = {f"{e['task']}.{e['method']}.{m}": round(e[m], 4) for e in means for m in metric_names(e["task"])}
-    metrics.update({f"ood.{r['task']}.{r['method']}.{r['metric']}": round(r["value"], 4) for r in ood})
+    for r in ood:
+        metrics.update({f"ood.{r['task']}.{method}.{r['metric']}": round(r[method], 4) for method in METHODS})
+        metrics.update({f"ood.{r['task']}.{key}": round(r[key], 4) for key in ("difference", "ci_low", "ci_high", "mcnemar_p")})
     write_json(REPORTS / "metrics.json", metrics)
     plot_curves(params)
 

@@ -18,7 +18,7 @@ from lofit.evaluation.exact_match import (
     parse_first_line,
     parse_mquake,
 )
-from lofit.evaluation.generate import greedy_generate
+from lofit.evaluation.generate import decode_continuation, generate_ids, greedy_generate, prompt_token_ids
 
 MQUAKE_PROMPT = "Q: Imagine that John Krasinski is a citizen of Sweden. Which country is the spouse of Emily Blunt a citizen of? A:"
 CLUTRR_PROMPT = "... how is Roy related to Cleo? Answer: Roy is Cleo 's\n"
@@ -112,3 +112,36 @@ def test_a_non_positive_batch_size_is_refused_not_an_empty_generation(tiny_backb
     with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {batch_size}"):
         greedy_generate(tiny_backbone, ["Hi"], max_new_tokens=2, batch_size=batch_size)
 
+
+
+SHOTS_PREFIX = "Question: What type of animal is a dik-dik?\nAnswer: Antelope\n\nQuestion: Garron?\nAnswer: Horse\n\n"
+QUESTIONS = [
+    "Question: who?\nAnswer:",
+    "Question: who wrote Hamlet, the long play about a Danish prince?\nAnswer:",
+    "Question: which river flows through Paris?\nAnswer:",
+]
+
+
+def test_prefix_and_prompt_are_tokenized_apart_so_the_seam_is_the_same_in_every_path(tiny_backbone):
+    # SmolLM2 merges "\n\n" into one token alone but splits it before "Question" in one string:
+    # the model input is always encode(prefix) + encode(prompt), cached or not
+    prefix_ids, token_lists = prompt_token_ids(tiny_backbone, QUESTIONS, SHOTS_PREFIX)
+    assert prefix_ids == tiny_backbone.encode(SHOTS_PREFIX)
+    assert token_lists == [tiny_backbone.encode(q, add_bos=False) for q in QUESTIONS]
+    assert prefix_ids + token_lists[0] != tiny_backbone.encode(SHOTS_PREFIX + QUESTIONS[0])
+    assert prompt_token_ids(tiny_backbone, QUESTIONS) == ([], [tiny_backbone.encode(q) for q in QUESTIONS])
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_generation_on_the_cached_prefix_equals_generation_on_the_whole_prompt(tiny_backbone_factory, family, batch_size):
+    # initializer_range 0.2: a tiny model whose greedy tokens vary, so a wrong position or mask shows
+    backbone = tiny_backbone_factory(family, initializer_range=0.2)
+    prefix_ids, token_lists = prompt_token_ids(backbone, QUESTIONS, SHOTS_PREFIX)
+    assert len({len(ids) for ids in token_lists}) == 3  # rows padded between prefix and question
+    cached = generate_ids(backbone, token_lists, 8, batch_size, prefix_ids)
+    whole = [generate_ids(backbone, [prefix_ids + ids], 8, 1)[0] for ids in token_lists]
+    assert cached == whole
+    assert len({tuple(ids) for ids in cached}) == 3
+    texts = greedy_generate(backbone, QUESTIONS, 8, batch_size, prefix=SHOTS_PREFIX)
+    assert texts == [decode_continuation(backbone, ids, new) for ids, new in zip(token_lists, whole)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -18,6 +19,7 @@ from lofit.evaluation.multiple_choice import (
     MCScores,
     evaluate_choice_accuracy,
     evaluate_truthfulqa_mc,
+    group_prefixes,
     mc1,
     mc2,
     mc3,
@@ -158,3 +160,23 @@ def test_a_non_finite_metric_is_refused_naming_it(tmp_path):
     with pytest.raises(ValueError, match=r"summary.json: metric 'mc2' is nan"):
         write_results(tmp_path, [{"mc2": float("nan")}], {"mc1": 0.5, "mc2": float("nan"), "num_examples": 1})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mmlu_subjects_each_get_their_shots_cached_and_scores_equal_naive_scoring(shared_data, tiny_backbone, tmp_path):
+    from lofit.tasks import get_task
+    from lofit.tasks.mmlu import format_question, header
+
+    task = get_task("mmlu", shared_data, shots=5, subjects=["anatomy", "astronomy"], sample=6, seed=1)
+    questions = task.questions()
+    assert {q.group for q in questions} == {"anatomy", "astronomy"}
+    for indices, shared in group_prefixes(tiny_backbone, questions):
+        subject = questions[indices[0]].group
+        shots = header(subject) + "".join(format_question(row, with_answer=True) for row in task.dev_rows(subject))
+        assert len(shared.ids) >= len(tiny_backbone.encode(shots)) - 1  # header and all five shots
+        assert all(questions[index].group == subject for index in indices)
+    evaluate_choice_accuracy(tiny_backbone, questions, tmp_path, batch_size=2)
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert [row["prompt"] for row in rows] == [q.prompt for q in questions]  # the sampled order
+    for row, question in zip(rows, questions):
+        naive = score_naive(tiny_backbone, plan_scoring(tiny_backbone, question.prompt, question.choices))
+        assert row["scores"] == pytest.approx(naive, abs=1e-4)

@@ -140,6 +140,38 @@ def test_open_qa_and_mmlu_prompts_on_real_rows(shared_data):
     assert five_shot.count("\nAnswer:") == 6 and five_shot.endswith("D. 6\nAnswer:")
 
 
+@pytest.mark.parametrize("name, options", [("triviaqa", {}), ("triviaqa", {"subset": "sm_sub"}), ("nq_open", {})])
+def test_open_qa_shots_are_five_solved_questions_never_scored(shared_data, name, options):
+    from lofit.evaluation.exact_match import normalize_open_qa
+
+    zero, five = get_task(name, shared_data, **options), get_task(name, shared_data, shots=5, **options)
+    assert zero.prefix() == ""
+    prefix = five.prefix()
+    blocks = prefix.split("\n\n")
+    assert blocks[-1] == "" and len(blocks) == 6
+    questions = [block.split("\nAnswer: ")[0].removeprefix("Question: ") for block in blocks[:5]]
+    scored = {normalize_open_qa(item.prompt.removeprefix("Question: ").removesuffix("\nAnswer:")) for item in five.items()}
+    assert not scored & {normalize_open_qa(q) for q in questions}
+    dropped = 0 if options.get("subset", "test_1000") == "test_1000" and name == "triviaqa" else 5
+    assert len(five.items()) == len(zero.items()) - dropped
+    assert five.items() == zero.items()[dropped:]
+
+
+def test_open_qa_shot_answers_are_the_canonical_answers(shared_data):
+    trivia = get_task("triviaqa", shared_data, shots=5).prefix()
+    # sm_sub's first rows; its 5th ("sou-wester") is also in test_1000, so the 6th is the 5th shot
+    assert trivia.startswith("Question: Brunswick, Lancastrian and Pearl Pickler are types of which vegetable?\nAnswer: Onion\n\n")
+    assert "sou-wester" not in trivia and trivia.endswith("English monarch?\nAnswer: King Edward III\n\n")
+    nq = get_task("nq_open", shared_data, shots=5).prefix()
+    assert nq.startswith("Question: when was the last time anyone was on the moon\nAnswer: 14 December 1972 UTC\n\n")
+
+
+@pytest.mark.parametrize("name", ["triviaqa", "nq_open"])
+def test_open_qa_shots_other_than_zero_or_five_are_refused(shared_data, name):
+    with pytest.raises(ValueError, match=rf"{name} shots must be one of \(0, 5\), got 3"):
+        get_task(name, shared_data, shots=3)
+
+
 def test_evaluation_only_tasks_have_no_training_examples(shared_data):
     for name in ("triviaqa", "nq_open", "mmlu"):
         with pytest.raises(ValueError, match="evaluation-only"):
@@ -272,7 +304,7 @@ def test_rows_arrow_cannot_hold_exactly_come_from_the_scan(tmp_path, monkeypatch
 
 # ---------- end to end with a tiny model ----------
 
-OPTIONS = {"mmlu": {"shots": 5, "subjects": ["abstract_algebra"]}}
+OPTIONS = {"mmlu": {"shots": 5, "subjects": ["abstract_algebra"]}, "triviaqa": {"shots": 5}, "nq_open": {"shots": 5}}
 METRICS = {
     "truthfulqa": {"mc1", "mc2", "mc3"},
     "mquake": {"exact_match"},

@@ -96,10 +96,13 @@ def evaluate_exact_match(
     out_dir: str | Path | None,
     batch_size: int = 16,
     max_new_tokens: int = 16,
+    prefix: str = "",
 ) -> dict[str, float]:
-    """Greedy-generate, parse, match; write predictions.jsonl + summary.json; return the summary."""
+    """Greedy-generate after `prefix` (few-shot examples shared by all items, encoded once), parse,
+    match; write predictions.jsonl + summary.json; return the summary. Rows record each item's own
+    prompt, not the shared prefix."""
     check_examples(items)
-    continuations = greedy_generate(backbone, [item.prompt for item in items], max_new_tokens, batch_size)
+    continuations = greedy_generate(backbone, [item.prompt for item in items], max_new_tokens, batch_size, prefix)
     metric = ExactMatch(normalize)
     rows = []
     for item, continuation in zip(items, continuations):

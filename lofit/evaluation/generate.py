@@ -1,7 +1,15 @@
-"""Batched greedy generation with left padding, returning only the generated continuations."""
+"""Batched greedy generation with left padding, returning only the generated continuations.
+
+A prompt prefix shared by every prompt (few-shot examples) is encoded once: its KV cache is copied
+to each batch, and each row's own tokens follow it with the row's padding placed between prefix and
+question, masked out. Position ids come from the attention mask (cumsum), so every row sees the
+positions it would see as one unpadded sequence. Prefix and prompt are always tokenized apart, so
+the cached and uncached inputs are the same token ids whatever the tokenizer merges at the seam.
+"""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -46,11 +54,23 @@ def _until_eos(ids: list[int], eos_ids: set[int]) -> list[int]:
     return ids
 
 
+def prompt_token_ids(backbone: Backbone, prompts: Sequence[str], prefix: str = "") -> tuple[list[int], list[list[int]]]:
+    """(prefix ids, each prompt's ids): the BOS rule goes on the prefix when there is one, else on
+    each prompt; the model's input for a prompt is the prefix ids followed by the prompt's ids."""
+    if not prefix:
+        return [], [backbone.encode(prompt) for prompt in prompts]
+    return backbone.encode(prefix), [backbone.encode(prompt, add_bos=False) for prompt in prompts]
+
+
 @torch.no_grad()
-def greedy_generate(
-    backbone: Backbone, prompts: Sequence[str], max_new_tokens: int = 16, batch_size: int = 16
-) -> list[str]:
-    """Greedy continuations of `prompts` (BOS rule of the backbone applied), in input order."""
+def generate_ids(
+    backbone: Backbone,
+    token_lists: Sequence[list[int]],
+    max_new_tokens: int = 16,
+    batch_size: int = 16,
+    prefix_ids: Sequence[int] = (),
+) -> list[list[int]]:
+    """Greedy new token ids (up to EOS) after `prefix_ids` + each token list, in input order."""
     check_batch_size(batch_size)
     model, tokenizer = backbone.model, backbone.tokenizer
     device = next(model.parameters()).device
@@ -59,11 +79,31 @@ def greedy_generate(
         max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos
     )
     eos_ids = {eos} if eos is not None else set()
-    continuations: list[str] = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="generation", unit="batch", mininterval=5):
-        token_lists = [backbone.encode(prompt) for prompt in prompts[start : start + batch_size]]
-        input_ids, attention_mask = _left_padded(token_lists, tokenizer.pad_token_id, device)
-        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
-        for prompt_ids, row in zip(token_lists, output[:, input_ids.shape[1] :].tolist()):
-            continuations.append(decode_continuation(backbone, prompt_ids, _until_eos(row, eos_ids)))
-    return continuations
+    prefix = torch.tensor([list(prefix_ids)], dtype=torch.long, device=device)
+    prefix_cache = model(input_ids=prefix, use_cache=True).past_key_values if prefix_ids else None
+    generated: list[list[int]] = []
+    for start in tqdm(range(0, len(token_lists), batch_size), desc="generation", unit="batch", mininterval=5):
+        chunk = token_lists[start : start + batch_size]
+        input_ids, attention_mask = _left_padded(chunk, tokenizer.pad_token_id, device)
+        cache = None
+        if prefix_cache is not None:
+            # [prefix | padding | prompt]: the padding sits after the cached prefix and is masked out
+            input_ids = torch.cat([prefix.expand(len(chunk), -1), input_ids], dim=1)
+            attention_mask = torch.cat([torch.ones_like(input_ids[:, : prefix.shape[1]]), attention_mask], dim=1)
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(chunk))
+        output = model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, generation_config=config
+        )
+        generated += [_until_eos(row, eos_ids) for row in output[:, input_ids.shape[1] :].tolist()]
+    return generated
+
+
+def greedy_generate(
+    backbone: Backbone, prompts: Sequence[str], max_new_tokens: int = 16, batch_size: int = 16, prefix: str = ""
+) -> list[str]:
+    """Greedy continuations of `prefix` + each prompt (BOS rule of the backbone applied), in input
+    order; the prefix is encoded once and its KV cache shared by every batch."""
+    prefix_ids, token_lists = prompt_token_ids(backbone, prompts, prefix)
+    new_ids = generate_ids(backbone, token_lists, max_new_tokens, batch_size, prefix_ids)
+    return [decode_continuation(backbone, ids, new) for ids, new in zip(token_lists, new_ids)]

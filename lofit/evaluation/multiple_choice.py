@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -315,11 +315,26 @@ def evaluate_truthfulqa_mc(
 
 @dataclass(frozen=True)
 class ChoiceQuestion:
-    """A lettered multiple-choice item: prompt, continuations to score (e.g. " A"), gold index."""
+    """A lettered multiple-choice item: prompt, continuations to score (e.g. " A"), gold index.
+
+    Questions of one `group` (an MMLU subject) share a prompt prefix (header and shots) whose KV
+    cache is encoded once for the group.
+    """
 
     prompt: str
     choices: tuple[str, ...]
     gold: int
+    group: str = ""
+
+
+def group_prefixes(backbone: Backbone, questions: Sequence[ChoiceQuestion]) -> Iterator[tuple[list[int], SharedPrefix]]:
+    """(indices of a group's questions, the group's shared prefix), one group at a time so that
+    only one prefix cache is alive; groups in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for index, question in enumerate(questions):
+        groups.setdefault(question.group, []).append(index)
+    for indices in groups.values():
+        yield indices, shared_prefix_of(backbone, [questions[index].prompt for index in indices])
 
 
 def evaluate_choice_accuracy(
@@ -329,10 +344,17 @@ def evaluate_choice_accuracy(
     check_examples(questions, "questions")
     check_batch_size(batch_size)
     metric = ChoiceAccuracy()
+    all_scores: dict[int, list[float]] = {}
+    progress = tqdm(total=len(questions), desc="multiple choice", unit="question", mininterval=5)
+    for indices, shared in group_prefixes(backbone, questions):
+        for index in indices:
+            question = questions[index]
+            all_scores[index] = score_continuations(backbone, question.prompt, question.choices, batch_size=batch_size, shared=shared)
+            progress.update()
+    progress.close()
     rows = []
-    shared = shared_prefix_of(backbone, [question.prompt for question in questions])
-    for question in tqdm(questions, desc="multiple choice", unit="question", mininterval=5):
-        scores = score_continuations(backbone, question.prompt, question.choices, batch_size=batch_size, shared=shared)
+    for index, question in enumerate(questions):
+        scores = all_scores[index]
         metric.update([scores], [question.gold])
         predicted = argmax(scores)
         rows.append(

@@ -4,6 +4,8 @@ Prompt (Hendrycks et al.'s format): "The following are multiple choice questions
 about {subject words}.\\n\\n", then for each dev shot "{question}\\nA. {a}\\nB. {b}\\nC. {c}\\nD. {d}
 \\nAnswer: {letter}\\n\\n", then the test question in the same layout ending in "Answer:". The
 prediction is the letter whose continuation " A" / " B" / " C" / " D" has the highest log-prob.
+The header and shots are a prefix shared by a subject's questions: its KV cache is encoded once per
+subject (the questions are grouped by subject for scoring; rows keep the sampled order).
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ class MMLU(Task):
         for subject in self.subjects:
             dev_rows = self.dev_rows(subject)
             for row in self.rows(self.subject_files(subject)[1]):
-                questions.append(ChoiceQuestion(self.prompt(subject, row, dev_rows), CHOICES, LETTERS.index(row[5])))
+                prompt = self.prompt(subject, row, dev_rows)
+                questions.append(ChoiceQuestion(prompt, CHOICES, LETTERS.index(row[5]), group=subject))
         if self.sample is not None:
             questions = random.Random(self.seed).sample(questions, min(self.sample, len(questions)))
         return questions
