@@ -48,8 +48,8 @@ PRIMER = (
 
 
 def test_registry_names_and_unknown_task(shared_data):
-    assert TASK_NAMES == ("truthfulqa", "mquake", "clutrr", "triviaqa", "nq_open", "mmlu")
-    with pytest.raises(ValueError, match="unknown task 'squad'; known: truthfulqa, mquake, clutrr, triviaqa, nq_open, mmlu"):
+    assert TASK_NAMES == ("truthfulqa", "mquake", "clutrr", "triviaqa", "nq_open", "mmlu", "files")
+    with pytest.raises(ValueError, match="unknown task 'squad'; known: truthfulqa, mquake, clutrr, triviaqa, nq_open, mmlu, files"):
         get_task("squad", shared_data)
     with pytest.raises(ValueError, match="fold must be one of"):
         get_task("truthfulqa", shared_data, fold=2)
@@ -272,7 +272,11 @@ def test_rows_arrow_cannot_hold_exactly_come_from_the_scan(tmp_path, monkeypatch
 
 # ---------- end to end with a tiny model ----------
 
-OPTIONS = {"mmlu": {"shots": 5, "subjects": ["abstract_algebra"]}}
+OPTIONS = {
+    "mmlu": {"shots": 5, "subjects": ["abstract_algebra"]},
+    "files": {"source": "data/examples/arithmetic.jsonl", "split_sizes": {"val": 16, "test": 24}, "template": "Q: {question} A:",
+              "columns": {"answer": "result"}},
+}
 METRICS = {
     "truthfulqa": {"mc1", "mc2", "mc3"},
     "mquake": {"exact_match"},
@@ -280,6 +284,7 @@ METRICS = {
     "triviaqa": {"exact_match"},
     "nq_open": {"exact_match"},
     "mmlu": {"accuracy"},
+    "files": {"exact_match", "score"},
 }
 
 
