@@ -52,6 +52,7 @@ def test_exact_match_accepts_every_listed_answer(tmp_path, tiny_backbone):
     summary = task.evaluate(tiny_backbone, "test", out_dir=tmp_path / "eval", limit=3, batch_size=2)
     rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert summary["num_examples"] == 3 and summary["score"] == summary["exact_match"]
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text()) == summary
     assert rows[0]["targets"] == ["1", "n1"]
 
 

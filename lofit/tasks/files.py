@@ -141,6 +141,17 @@ def normalized(text: str, lower: bool, strip: bool) -> str:
     return text.lower() if lower else text
 
 
+def _with_score(out_dir: str | Path | None, summary: dict[str, float], score: float) -> dict[str, float]:
+    """The summary with `score` added, rewritten where the evaluator already wrote it."""
+    from lofit.evaluation import SUMMARY_FILE
+    from lofit.io import write_json
+
+    summary = {**summary, "score": score}
+    if out_dir is not None:
+        write_json(Path(out_dir) / SUMMARY_FILE, summary)
+    return summary
+
+
 class Files(Task):
     """Rows of the user's files as a task.
 
@@ -293,7 +304,7 @@ class Files(Task):
         rows = first(self.rows(split), limit)
         if self.evaluation == "exact_match":
             summary = self._exact_match(backbone, rows, out_dir, batch_size)
-            return {**summary, "score": summary["exact_match"]}
+            return _with_score(out_dir, summary, summary["exact_match"])
         if self.evaluation == "multiple_choice":
             return self._multiple_choice(backbone, rows, out_dir, batch_size)
         return self._loss(backbone, rows, out_dir, batch_size)
