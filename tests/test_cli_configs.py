@@ -42,15 +42,19 @@ def test_configs_cover_every_task_and_step():
     for task in ("truthfulqa", "mquake", "clutrr"):
         assert {f"{task}-select", f"{task}-tune"} <= names
     assert {"truthfulqa-iti", "truthfulqa-repe", "mquake-lora", "mquake-red", "mquake-reft"} <= names
+    assert {"files-select", "files-tune", "files-evaluate"} <= names  # the "Your own data" guide
     assert any("nf4" in name and "ddp" in name for name in names)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_parses_and_instantiates(path, tmp_path):
     command = subcommand_of(path)
-    assert command in {*STEP_CONFIG, *GRID_COMMANDS}, f"{path.name}: name must end in a subcommand"
+    assert command in {*STEP_CONFIG, *GRID_COMMANDS, "evaluate"}, f"{path.name}: name must end in a subcommand"
     cli = parser()
     config = cli.instantiate_classes(cli.parse_args([command, "--config", str(path)]))[command]
+    if command == "evaluate":
+        assert isinstance(config["backbone"], BackboneConfig) and isinstance(build_task(config["task"]), Task)
+        return
     if command in GRID_COMMANDS:
         assert len(config[GRID_COMMANDS[command]]) >= 1 and len(config["alpha"]) >= 1
         assert isinstance(config["backbone"], BackboneConfig) and isinstance(build_task(config["task"]), Task)

@@ -16,3 +16,20 @@ def test_backbone_tasks_and_data_import_without_the_heavy_libraries():
     result = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "[]\n"
+
+
+PUBLIC_API = (
+    "import lofit, sys\n"
+    "heavy = sorted(name for name in ('torch', 'transformers', 'datasets') if name in sys.modules)\n"
+    "from lofit import BackboneConfig, load_backbone, HeadIntervention, save_adapter, load_adapter, merge_into, export_merged, get_task\n"
+    "import lofit.backbone, lofit.intervention, lofit.adapter, lofit.merge, lofit.tasks\n"
+    "assert load_backbone is lofit.backbone.load_backbone and HeadIntervention is lofit.intervention.HeadIntervention\n"
+    "assert export_merged is lofit.merge.export_merged and get_task is lofit.tasks.get_task\n"
+    "print(heavy)\n"
+)
+
+
+def test_the_public_api_is_importable_from_lofit_and_lazy():
+    result = subprocess.run([sys.executable, "-c", PUBLIC_API], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n"

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ("truthfulqa_fold0", "truthfulqa_fold1", "mquake", "clutrr")
+RUNS = ("truthfulqa_fold0", "truthfulqa_fold1", "mquake", "clutrr", "arithmetic")  # arithmetic: the files task
 
 
 def dvc(repo: Path, *args: str, stderr: bool = True) -> str:
@@ -49,7 +49,7 @@ def pipeline_repo(tmp_path_factory, shared_data, tokenizer):
     repo.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, repo / name)
-    for folder in ("pipelines", "lofit", "compare"):
+    for folder in ("pipelines", "lofit", "compare", "data/examples"):
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["profile"] = "test"

@@ -48,8 +48,8 @@ PRIMER = (
 
 
 def test_registry_names_and_unknown_task(shared_data):
-    assert TASK_NAMES == ("truthfulqa", "mquake", "clutrr", "triviaqa", "nq_open", "mmlu")
-    with pytest.raises(ValueError, match="unknown task 'squad'; known: truthfulqa, mquake, clutrr, triviaqa, nq_open, mmlu"):
+    assert TASK_NAMES == ("truthfulqa", "mquake", "clutrr", "triviaqa", "nq_open", "mmlu", "movielens", "files")
+    with pytest.raises(ValueError, match="unknown task 'squad'; known: truthfulqa, mquake, clutrr, triviaqa, nq_open, mmlu, movielens, files"):
         get_task("squad", shared_data)
     with pytest.raises(ValueError, match="fold must be one of"):
         get_task("truthfulqa", shared_data, fold=2)
@@ -304,7 +304,13 @@ def test_rows_arrow_cannot_hold_exactly_come_from_the_scan(tmp_path, monkeypatch
 
 # ---------- end to end with a tiny model ----------
 
-OPTIONS = {"mmlu": {"shots": 5, "subjects": ["abstract_algebra"]}, "triviaqa": {"shots": 5}, "nq_open": {"shots": 5}}
+OPTIONS = {
+    "mmlu": {"shots": 5, "subjects": ["abstract_algebra"]},
+    "triviaqa": {"shots": 5},
+    "nq_open": {"shots": 5},
+    "files": {"source": "data/examples/arithmetic.jsonl", "split_sizes": {"val": 16, "test": 24}, "template": "Q: {question} A:",
+              "columns": {"answer": "result"}},
+}
 METRICS = {
     "truthfulqa": {"mc1", "mc2", "mc3"},
     "mquake": {"exact_match"},
@@ -312,10 +318,13 @@ METRICS = {
     "triviaqa": {"exact_match"},
     "nq_open": {"exact_match"},
     "mmlu": {"accuracy"},
+    "files": {"exact_match", "score"},
 }
 
 
-@pytest.mark.parametrize("name", TASK_NAMES)
+# movielens has no mirrored raw files (its licence forbids redistribution): tests/test_movielens.py
+# runs it end to end on synthetic ratings
+@pytest.mark.parametrize("name", [name for name in TASK_NAMES if name != "movielens"])
 def test_evaluate_writes_predictions_and_summary(name, shared_data, tiny_backbone, tmp_path):
     task = get_task(name, shared_data, **OPTIONS.get(name, {}))
     summary = task.evaluate(tiny_backbone, "test", out_dir=tmp_path, limit=3, batch_size=2)

@@ -268,3 +268,16 @@ def read_json_records(path: str | Path, required: Sequence[str]) -> list[dict]:
         lambda: _scan_json_records(path, required),
         lambda records: _has_keys(records, required),
     )
+
+
+def read_parquet_records(path: str | Path, required: Sequence[str]) -> list[dict]:
+    """Rows of a Parquet file (through the Arrow cache); a missing column names the file."""
+    path = Path(path)
+    _require_file(path)
+    try:
+        rows = _to_list(_load("parquet", path))
+    except Exception as err:  # pyarrow raises several unrelated types for a non-Parquet file
+        raise RawDataError(f"{path}: not a readable Parquet file ({type(err).__name__}: {err})") from None
+    for index, row in enumerate(rows, start=1):
+        _check_keys(path, f"row {index}", row, required)
+    return _require_rows(path, rows)

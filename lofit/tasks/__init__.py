@@ -13,6 +13,7 @@ from lofit.data.readers import RawDataError
 from lofit.data.sources import DEFAULT_DATA_DIR, DataSourceError, place_missing
 from lofit.tasks.base import Task
 from lofit.tasks.clutrr import CLUTRR
+from lofit.tasks.files import Files
 from lofit.tasks.mmlu import MMLU
 from lofit.tasks.movielens import MovieLens
 from lofit.tasks.mquake import MQuAKE
@@ -20,7 +21,9 @@ from lofit.tasks.nq_open import NQOpen
 from lofit.tasks.triviaqa import TriviaQA
 from lofit.tasks.truthfulqa import TruthfulQA
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (TruthfulQA, MQuAKE, CLUTRR, TriviaQA, NQOpen, MMLU, MovieLens)}
+TASKS: dict[str, type[Task]] = {
+    cls.name: cls for cls in (TruthfulQA, MQuAKE, CLUTRR, TriviaQA, NQOpen, MMLU, MovieLens, Files)
+}
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)
 
 
