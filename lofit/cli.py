@@ -36,6 +36,7 @@ from lofit.evaluation import check_batch_size, check_limit
 from lofit.evaluation.judge import JudgeAPIError, JudgeConfig, JudgeNotConfigured
 from lofit.methods.commands import iti, lora, red, reft, repe
 from lofit.errors import ConfigError
+from lofit.threads import prefer_passive_omp_wait
 from lofit.training.config import (
     DataConfig,
     SelectionConfig,
@@ -383,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
     `LOFIT_DEBUG=1` asks for the traceback.
     """
     from jsonargparse import auto_cli
+
+    prefer_passive_omp_wait()  # before any subcommand imports torch
 
     try:
         result = auto_cli(SUBCOMMANDS, args=_repeated_adapters(sys.argv[1:] if argv is None else list(argv)))

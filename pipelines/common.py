@@ -14,9 +14,13 @@ from typing import Any
 
 import yaml
 
-from lofit.backbone import BackboneConfig
-from lofit.methods.registry import METHODS
-from lofit.training.config import DataConfig, TaskSpec, TrainerConfig
+from lofit.threads import prefer_passive_omp_wait
+
+prefer_passive_omp_wait()  # every torch stage imports this module before torch
+
+from lofit.backbone import BackboneConfig  # noqa: E402
+from lofit.methods.registry import METHODS  # noqa: E402
+from lofit.training.config import DataConfig, TaskSpec, TrainerConfig  # noqa: E402
 
 PARAMS_FILE = Path("params.yaml")
 MODEL_DIR = "data/models/base"
@@ -30,13 +34,19 @@ EDIT_FOLDERS = {name: method.edit_dir for name, method in METHODS.items()}
 
 
 def limit_for(params: dict[str, Any], section: str, key: str = "limit") -> int | None:
-    """`params[section][key]` for the backbone's device kind (None = the full set): evaluation
-    stages that are slow on a CPU read `{cpu: N, cuda: M}`."""
+    """Examples to score in a slow evaluation stage (None = the full set).
+
+    `params[section][key]` is `{cpu: N, cuda: M}` by the backbone's device kind; the active
+    profile may cap it with `<section>_<key>` (e.g. `quick: {ood_limit: 8}`), so a smoke profile
+    shortens every stage through this one rule.
+    """
     limits = params[section][key]
     kind = "cuda" if str(params["model"]["device"]).startswith("cuda") else "cpu"
     if kind not in limits:
         raise SystemExit(f"params.yaml: {section}.{key} has no '{kind}' entry")
-    return limits[kind]
+    cap = params["profiles"][params["profile"]].get(f"{section}_{key}")
+    caps = [value for value in (limits[kind], cap) if value is not None]
+    return min(caps) if caps else None
 
 
 def metric_names(task: str) -> list[str]:

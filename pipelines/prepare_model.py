@@ -8,7 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lofit.convert import materialise
+from lofit.threads import prefer_passive_omp_wait
+
+prefer_passive_omp_wait()  # before lofit.convert's conversion loads torch
+
+from lofit.convert import materialise  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

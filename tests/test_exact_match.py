@@ -6,10 +6,11 @@ import string
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lofit.evaluation.exact_match import (
+    AnswerParser,
     ExactMatch,
     is_match,
     lower_strip,
@@ -145,3 +146,84 @@ def test_generation_on_the_cached_prefix_equals_generation_on_the_whole_prompt(t
     assert len({tuple(ids) for ids in cached}) == 3
     texts = greedy_generate(backbone, QUESTIONS, 8, batch_size, prefix=SHOTS_PREFIX)
     assert texts == [decode_continuation(backbone, ids, new) for ids, new in zip(token_lists, whole)]
+
+# ---- early stop: "final" must mean no further text changes the prediction -----------------------
+
+FINAL_PARSERS = [(parse_clutrr, CLUTRR_PROMPT), (parse_first_line, "Question: who?\nAnswer:")]
+# Characters the rules and parsers react to, plus Unicode whitespace that str.strip() removes.
+texts = st.text(alphabet=st.sampled_from(list("ab .\n\t\r:A'") + ["\u2003", "\x0b", "\ufffd"]), max_size=12)
+
+
+@pytest.mark.parametrize("parser, prompt", FINAL_PARSERS)
+@given(prefix=texts, extension=texts)
+def test_a_final_text_parses_like_every_extension_of_it(parser, prompt, prefix, extension):
+    if parser.is_final(prefix):
+        assert parser(prompt, prefix + extension) == parser(prompt, prefix)
+
+
+@pytest.mark.parametrize(
+    "parser, final, not_final",
+    [(parse_clutrr, " Grandfather.", " Grandfather"), (parse_first_line, " Paris\n", "\n Paris ")],
+)
+def test_the_stop_rule_fires_once_the_answer_is_closed(parser, final, not_final):
+    assert parser.is_final(final) and not parser.is_final(not_final)
+
+
+def test_mquake_is_never_final_because_a_later_answer_replaces_the_first():
+    assert parse_mquake(MQUAKE_PROMPT, " Paris\nQ: x A: London") == "london"
+    assert parse_mquake.is_final is None
+
+
+@pytest.fixture(scope="module")
+def token_pool(tokenizer) -> list[int]:
+    """Ids of the stop characters, whitespace and multi-byte pieces (partial UTF-8 on their own)."""
+    pieces = [".", " .", "\n", " \n", "\n\n", " ", "A", ":", " A:", "'s", " father", "é", "日本", "🙂", "\u2003"]
+    return sorted({token for piece in pieces for token in tokenizer.encode(piece, add_special_tokens=False)})
+
+
+@pytest.mark.parametrize("parser, prompt", FINAL_PARSERS)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=200)
+@given(data=st.data())
+def test_final_on_decoded_token_prefix_holds_for_every_token_extension(tiny_backbone, token_pool, parser, prompt, data):
+    """The rule sees decode_continuation of a token prefix; partial bytes or spaces must not fool it."""
+    tokens = st.lists(st.sampled_from(token_pool) | st.integers(0, len(tiny_backbone.tokenizer) - 1), max_size=8)
+    prefix, extension = data.draw(tokens), data.draw(tokens)
+    prompt_ids = tiny_backbone.encode(prompt)
+    text = decode_continuation(tiny_backbone, prompt_ids, prefix)
+    if parser.is_final(text):
+        assert parser(prompt, decode_continuation(tiny_backbone, prompt_ids, prefix + extension)) == parser(prompt, text)
+
+
+def _first_chars(count: int) -> AnswerParser:
+    """An exact rule that the tiny random model reaches at different steps per row: the first characters."""
+    return AnswerParser(lambda prompt, continuation: continuation[:count], lambda continuation: len(continuation) >= count)
+
+
+def _forward_calls(backbone, run) -> tuple[list[str], int]:
+    calls = []
+    handle = backbone.model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        return run(), len(calls)
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("parser", [_first_chars(10), parse_clutrr, parse_first_line])
+def test_early_stop_gives_the_predictions_of_a_full_generation(tiny_backbone, parser):
+    prompts = ["Hi", "The capital of France is", "a b c d e f", "Q: who? A:", "x", "Answer: Roy is Cleo 's\n"]
+    full = greedy_generate(tiny_backbone, prompts, max_new_tokens=8, batch_size=2)
+    early = greedy_generate(tiny_backbone, prompts, max_new_tokens=8, batch_size=2, is_final=parser.is_final)
+    assert [parser(p, c) for p, c in zip(prompts, early)] == [parser(p, c) for p, c in zip(prompts, full)]
+    assert all(whole.startswith(cut) for cut, whole in zip(early, full))
+
+
+def test_a_batch_stops_once_every_row_is_final_and_each_row_is_cut_there(tiny_backbone):
+    prompts = ["Hi", "x"]  # the tiny model continues "against…" and "ocab…": 10 characters within 3 tokens
+    rule = _first_chars(10)
+    full, full_calls = _forward_calls(tiny_backbone, lambda: greedy_generate(tiny_backbone, prompts, max_new_tokens=8))
+    early, early_calls = _forward_calls(
+        tiny_backbone, lambda: greedy_generate(tiny_backbone, prompts, max_new_tokens=8, is_final=rule.is_final)
+    )
+    assert early_calls < full_calls
+    for cut, whole in zip(early, full):
+        assert rule.is_final(cut) and whole.startswith(cut) and len(cut) < len(whole)

@@ -56,6 +56,16 @@ def test_exact_match_accepts_every_listed_answer(tmp_path, tiny_backbone):
     assert rows[0]["targets"] == ["1", "n1"]
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first_line=st.booleans(), text=st.text(" \n4x.", max_size=8), extension=st.text(" \n4x.", max_size=8))
+def test_exact_match_generation_stops_only_where_the_answer_is_fixed(tmp_path, first_line, text, extension):
+    task = get_task("files", **split_files(tmp_path, qa_rows(), template="{q}", columns={"answer": "a"}, first_line=first_line))
+    parser = task.answer_parser()
+    if parser.is_final is not None and parser.is_final(text):
+        assert parser("", text) == parser("", text + extension)
+    assert (parser.is_final is None) == (not first_line)
+
+
 def test_multiple_choice_reports_accuracy_and_gold_probability(tiny_backbone, tmp_path):
     options = {"source": str(EXAMPLE), "split_sizes": SPLIT, "template": "{question}", "evaluation": "multiple_choice",
                "columns": {"choices": "options", "label": "correct"}}

@@ -23,10 +23,25 @@ if TYPE_CHECKING:
     from lofit.backbone import Backbone
 
 Normalizer = Callable[[str], str]
-Parser = Callable[[str, str], str]  # (prompt, continuation) -> prediction
 
 
-def parse_mquake(prompt: str, continuation: str) -> str:
+@dataclass(frozen=True)
+class AnswerParser:
+    """A task's answer rule, called as `parser(prompt, continuation) -> prediction`.
+
+    `is_final(continuation)` is True once no further text can change the prediction, so generation
+    may stop there (None: only EOS or the token budget ends it). It must be exact: whenever it
+    holds for a text, `parse` gives the same prediction for every extension of that text.
+    """
+
+    parse: Callable[[str, str], str]
+    is_final: Callable[[str], bool] | None = None
+
+    def __call__(self, prompt: str, continuation: str) -> str:
+        return self.parse(prompt, continuation)
+
+
+def _mquake_answer(prompt: str, continuation: str) -> str:
     """Text after the last "A:" of prompt+continuation up to the first newline, stripped, lower-cased.
 
     The reference decodes prompt and generation together; the prompt ends with "A:", so a
@@ -35,7 +50,12 @@ def parse_mquake(prompt: str, continuation: str) -> str:
     return (prompt + continuation).split("A:")[-1].split("\n")[0].strip().lower()
 
 
-def parse_clutrr(prompt: str, continuation: str) -> str:
+# Never final: a later "A:" (e.g. "Paris\nQ: x A: London") replaces the answer, so MQuAKE keeps
+# generating to EOS or the token budget, as the reference does.
+parse_mquake = AnswerParser(_mquake_answer)
+
+
+def _clutrr_relation(prompt: str, continuation: str) -> str:
     """Generated relation up to the first ".", stripped, lower-cased.
 
     The reference splits the decoded prompt+generation at "'s\\n"; the test prompt already ends
@@ -44,9 +64,24 @@ def parse_clutrr(prompt: str, continuation: str) -> str:
     return continuation.split(".")[0].strip().lower()
 
 
-def parse_first_line(prompt: str, continuation: str) -> str:
+def _has_period(continuation: str) -> bool:
+    return "." in continuation
+
+
+parse_clutrr = AnswerParser(_clutrr_relation, _has_period)
+
+
+def _first_line(prompt: str, continuation: str) -> str:
     """Open-domain QA answer: the continuation's first line, stripped."""
     return continuation.strip().split("\n")[0].strip()
+
+
+def line_ended(continuation: str) -> bool:
+    """A newline after the first non-whitespace character ends the first line for good."""
+    return "\n" in continuation.lstrip()
+
+
+parse_first_line = AnswerParser(_first_line, line_ended)
 
 
 def lower_strip(text: str) -> str:
@@ -91,7 +126,7 @@ class GenerationItem:
 def evaluate_exact_match(
     backbone: Backbone,
     items: Sequence[GenerationItem],
-    parse: Parser,
+    parse: AnswerParser,
     normalize: Normalizer,
     out_dir: str | Path | None,
     batch_size: int = 16,
@@ -102,7 +137,8 @@ def evaluate_exact_match(
     match; write predictions.jsonl + summary.json; return the summary. Rows record each item's own
     prompt, not the shared prefix."""
     check_examples(items)
-    continuations = greedy_generate(backbone, [item.prompt for item in items], max_new_tokens, batch_size, prefix)
+    prompts = [item.prompt for item in items]
+    continuations = greedy_generate(backbone, prompts, max_new_tokens, batch_size, prefix, is_final=parse.is_final)
     metric = ExactMatch(normalize)
     rows = []
     for item, continuation in zip(items, continuations):

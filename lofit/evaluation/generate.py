@@ -10,12 +10,12 @@ the cached and uncached inputs are the same token ids whatever the tokenizer mer
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from lofit.evaluation import check_batch_size
 
@@ -54,6 +54,30 @@ def _until_eos(ids: list[int], eos_ids: set[int]) -> list[int]:
     return ids
 
 
+class _StopWhenFinal(StoppingCriteria):
+    """Ends each row once its decoded continuation is final for the parser, remembering its length.
+
+    The rule sees exactly the text the final decoding produces for those tokens. Tokens after a
+    row's final length (pad, or more text when there is no EOS) are dropped, so a row reads the
+    same whether or not other rows made the batch run on.
+    """
+
+    def __init__(
+        self, backbone: Backbone, token_lists: Sequence[list[int]], prompt_width: int, eos_ids: set[int], is_final: Callable[[str], bool]
+    ) -> None:
+        self.backbone, self.token_lists, self.prompt_width = backbone, token_lists, prompt_width
+        self.eos_ids, self.is_final = eos_ids, is_final
+        self.final_lengths: list[int | None] = [None] * len(token_lists)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None, **kwargs) -> torch.BoolTensor:
+        for row, new_ids in enumerate(input_ids[:, self.prompt_width :].tolist()):
+            if self.final_lengths[row] is not None or self.eos_ids.intersection(new_ids):
+                continue  # final already, or ended by EOS (generate itself stops that row)
+            if self.is_final(decode_continuation(self.backbone, self.token_lists[row], new_ids)):
+                self.final_lengths[row] = len(new_ids)
+        return torch.tensor([length is not None for length in self.final_lengths], device=input_ids.device)
+
+
 def prompt_token_ids(backbone: Backbone, prompts: Sequence[str], prefix: str = "") -> tuple[list[int], list[list[int]]]:
     """(prefix ids, each prompt's ids): the BOS rule goes on the prefix when there is one, else on
     each prompt; the model's input for a prompt is the prefix ids followed by the prompt's ids."""
@@ -69,8 +93,13 @@ def generate_ids(
     max_new_tokens: int = 16,
     batch_size: int = 16,
     prefix_ids: Sequence[int] = (),
+    is_final: Callable[[str], bool] | None = None,
 ) -> list[list[int]]:
-    """Greedy new token ids (up to EOS) after `prefix_ids` + each token list, in input order."""
+    """Greedy new token ids (up to EOS) after `prefix_ids` + each token list, in input order.
+
+    With `is_final` (continuation -> whether more text could still change the parsed answer), a
+    batch stops once every row is final or done, and each row is cut where it became final.
+    """
     check_batch_size(batch_size)
     model, tokenizer = backbone.model, backbone.tokenizer
     device = next(model.parameters()).device
@@ -92,18 +121,31 @@ def generate_ids(
             attention_mask = torch.cat([torch.ones_like(input_ids[:, : prefix.shape[1]]), attention_mask], dim=1)
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(chunk))
+        stop = None if is_final is None else _StopWhenFinal(backbone, chunk, input_ids.shape[1], eos_ids, is_final)
         output = model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, generation_config=config
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            past_key_values=cache,
+            generation_config=config,
+            stopping_criteria=StoppingCriteriaList([] if stop is None else [stop]),
         )
-        generated += [_until_eos(row, eos_ids) for row in output[:, input_ids.shape[1] :].tolist()]
+        rows = output[:, input_ids.shape[1] :].tolist()
+        final_lengths = [None] * len(rows) if stop is None else stop.final_lengths
+        generated += [_until_eos(row[:length], eos_ids) for row, length in zip(rows, final_lengths, strict=True)]
     return generated
 
 
 def greedy_generate(
-    backbone: Backbone, prompts: Sequence[str], max_new_tokens: int = 16, batch_size: int = 16, prefix: str = ""
+    backbone: Backbone,
+    prompts: Sequence[str],
+    max_new_tokens: int = 16,
+    batch_size: int = 16,
+    prefix: str = "",
+    is_final: Callable[[str], bool] | None = None,
 ) -> list[str]:
     """Greedy continuations of `prefix` + each prompt (BOS rule of the backbone applied), in input
-    order; the prefix is encoded once and its KV cache shared by every batch."""
+    order; the prefix is encoded once and its KV cache shared by every batch. `is_final`: see
+    `generate_ids`."""
     prefix_ids, token_lists = prompt_token_ids(backbone, prompts, prefix)
-    new_ids = generate_ids(backbone, token_lists, max_new_tokens, batch_size, prefix_ids)
+    new_ids = generate_ids(backbone, token_lists, max_new_tokens, batch_size, prefix_ids, is_final)
     return [decode_continuation(backbone, ids, new) for ids, new in zip(token_lists, new_ids)]

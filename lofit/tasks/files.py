@@ -132,8 +132,9 @@ def _gold(label: str, number: int, column: str, value: object, num_choices: int)
 
 
 def first_line(prompt: str, continuation: str, take_first_line: bool) -> str:
-    """The prediction: the continuation, cut at its first line break when asked."""
-    return continuation.strip().split("\n")[0] if take_first_line else continuation
+    """The prediction: the continuation, or (asked) its first non-empty line; only leading
+    whitespace goes here (`strip` is the normaliser's), so a line that has ended never changes."""
+    return continuation.lstrip().split("\n")[0] if take_first_line else continuation
 
 
 def normalized(text: str, lower: bool, strip: bool) -> str:
@@ -314,9 +315,15 @@ class Files(Task):
 
         targets = [(r.chosen,) if self.kind == "dpo" else r.answers for r in rows]
         items = [GenerationItem(r.prompt, answers) for r, answers in zip(rows, targets)]
-        parse = partial(first_line, take_first_line=self.first_line)
         normalize = partial(normalized, lower=self.lower, strip=self.strip)
-        return evaluate_exact_match(backbone, items, parse, normalize, out_dir, batch_size, self.max_new_tokens)
+        return evaluate_exact_match(backbone, items, self.answer_parser(), normalize, out_dir, batch_size, self.max_new_tokens)
+
+    def answer_parser(self):
+        """The exact-match parser; the first line is final once a line break follows text (so
+        generation may stop there), the whole continuation never is."""
+        from lofit.evaluation.exact_match import AnswerParser, line_ended
+
+        return AnswerParser(partial(first_line, take_first_line=self.first_line), line_ended if self.first_line else None)
 
     def _multiple_choice(self, backbone: Backbone, rows: Sequence[Row], out_dir, batch_size: int) -> dict[str, float]:
         """Log-likelihood of separator + choice after the prompt, as MC1 scores answers."""
