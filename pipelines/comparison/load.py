@@ -1,8 +1,9 @@
 """What the comparison report reads: the compare stages' evaluations and the main study's runs.
 
-`Study` rescores the main base and LoFiT predictions on the compare stages' test prefix (through
-the evaluators' own metrics), reads each experiment's summary and info, and the main runs' heads
-and adapters; every missing file is a one-line error naming the stage that writes it.
+`Study` rescores the main base and LoFiT predictions on the ablations' test prefix (through the
+evaluators' own metrics), reads each experiment's summary, per-example outcomes and info, the lr
+grids' val scores, and the main runs' heads and adapters; every missing file is a one-line error
+naming the stage that writes it. Tables 1 and 3 read full test sets (`full=True`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import math
 import struct
 from pathlib import Path
 
-from common import COMPARE_RUNS, MODEL_DIR, RUNS_DIR, RunParams, adapter_heads
-from compare_common import eval_limit
+from common import COMPARE_RUNS, MODEL_DIR, RUNS_DIR, RunParams, adapter_heads, metric_names
+from compare_common import active_plan, chosen_lr, eval_limit
+from comparison.protocol import per_example
 from comparison.tables import Result
 
 from lofit.evaluation.rescore import rescore
@@ -21,9 +23,8 @@ from lofit.io import read_json
 from lofit.tasks import TASKS
 from lofit.training.heads import HeadRanking
 
-def prefix_metrics(predictions_path: Path, task: str, limit: int | None) -> dict[str, float]:
-    """The task's summary over the first `limit` rows of a predictions.jsonl (None = all rows), scored as
-    its evaluator scores (`lofit.evaluation.rescore`)."""
+def read_rows(predictions_path: Path, limit: int | None) -> list[dict]:
+    """The first `limit` rows of a predictions.jsonl (None = all rows)."""
     rows = []
     with Path(predictions_path).open(encoding="utf-8") as handle:
         for line in handle:
@@ -33,7 +34,23 @@ def prefix_metrics(predictions_path: Path, task: str, limit: int | None) -> dict
                 rows.append(json.loads(line))
     if not rows:
         raise SystemExit(f"{predictions_path}: no predictions")
-    return rescore(rows, TASKS[task].primary_metric)
+    return rows
+
+
+def outcomes(rows: list[dict], metrics: list[str]) -> dict[str, list[float]]:
+    return {m: per_example(rows, m) for m in metrics}
+
+
+def prefix_metrics(predictions_path: Path, task: str, limit: int | None) -> dict[str, float]:
+    """The task's summary over the first `limit` rows of a predictions.jsonl (None = all rows), scored as
+    its evaluator scores (`lofit.evaluation.rescore`)."""
+    return rescore(read_rows(predictions_path, limit), TASKS[task].primary_metric)
+
+
+def scored(predictions_path: Path, task: str, limit: int | None) -> dict:
+    """`prefix_metrics` with the per-example outcomes of the report's metrics."""
+    rows = read_rows(predictions_path, limit)
+    return {**rescore(rows, TASKS[task].primary_metric), "outcomes": outcomes(rows, metric_names(task))}
 
 
 def need(path: Path, stage: str) -> Path:
@@ -62,16 +79,23 @@ class Study:
     """The params, the compare outputs, and the main study's rows rescored on the compare prefix."""
 
     def __init__(self, params: dict) -> None:
-        self.params, self.compare = params, params["compare"]
-        # the compare stages' own test prefix (device kind, capped by the profile): the same for every run
-        self.limit: int | None = eval_limit(RunParams(next(iter(params["runs"])), params))
+        self.params, self.compare = params, active_plan(params)
+        first = RunParams(next(iter(params["runs"])), params)
+        # the ablations' test prefix (device kind, capped by the profile) and the tables' full sets
+        self.limit: int | None = eval_limit(first)
+        self.full_limit: int | None = first.eval_limit
         self.seeds: list[int] = list(self.compare["seeds"])
-        if not self.seeds:
-            raise SystemExit("params.yaml: compare.seeds is empty")
-        self._main: dict[str, tuple[Result, Result]] = {}
+        self.ablation_seeds: list[int] = list(self.compare["ablation_seeds"])
+        if not self.seeds or not self.ablation_seeds:
+            raise SystemExit("params.yaml: compare.plan.seeds and compare.plan.ablation_seeds must not be empty")
+        self._main: dict[tuple[str, bool], tuple[Result, Result]] = {}
 
     def configured(self, section: str) -> list[str]:
         return list((self.compare.get(section) or {}).get("runs") or [])
+
+    def grid(self, run: str, method: str) -> tuple[float, list[dict]]:
+        """The lr chosen on val for `method` on `run` and the grid's val rows."""
+        return chosen_lr(RunParams(run, self.params), method)
 
     def train_examples(self, run: str) -> int:
         """Training examples the main run saw: the task's train split, capped by the profile's limit."""
@@ -87,43 +111,51 @@ class Study:
             raise SystemExit(f"params.yaml: compare names run '{run}', which is not under runs ({sorted(self.params['runs'])})")
         return self.params["runs"][run]["task"]
 
-    def main(self, run: str) -> tuple[Result, Result]:
-        """Base and LoFiT on the prefix: the main run (seed `seed`) plus compare.lofit's extra seeds."""
-        if run not in self._main:
-            base, lofit = (
-                {self.params["seed"]: prefix_metrics(need(RUNS_DIR / run / "eval" / m / "predictions.jsonl",
-                                                          f"stage evaluate_{m}@{run} of dvc.yaml"), self.task(run), self.limit)}
-                for m in ("base", "lofit")
-            )
-            self._main[run] = base, lofit  # cached before the extra seeds, whose check reads the example count
-            if run in self.configured("lofit"):
-                lofit.update(self.seeded(run, "lofit-s{seed}", "lofit_seeds", self.compare["lofit"].get("seeds") or []))
-        return self._main[run]
+    def main(self, run: str, full: bool = False) -> tuple[Result, Result]:
+        """Base (the main run) and LoFiT: on the full test set (`full`) the `lofit@RUN-SEED` rows at the
+        lr chosen on val, one per seed; on the ablations' prefix the main run, rescored."""
+        if (run, full) not in self._main:
+            limit = self.full_limit if full else self.limit
+            base, lofit = ({self.params["seed"]: scored(need(RUNS_DIR / run / "eval" / m / "predictions.jsonl",
+                                                               f"stage evaluate_{m}@{run} of dvc.yaml"), self.task(run), limit)}
+                           for m in ("base", "lofit"))
+            self._main[(run, full)] = base, lofit  # cached before the seeded rows, whose check reads the example count
+            if full:
+                self._main[(run, full)] = base, self.seeded(run, "lofit-s{seed}", "lofit", full=True)
+        return self._main[(run, full)]
 
-    def examples(self, run: str) -> int:
-        return next(iter(self.main(run)[0].values()))["num_examples"]
+    def examples(self, run: str, full: bool = False) -> int:
+        return next(iter(self.main(run, full)[0].values()))["num_examples"]
 
-    def summary(self, directory: Path, stage: str, examples: int) -> dict:
-        """A compare evaluation's summary.json, checked to score `examples` test rows."""
+    def summary(self, directory: Path, stage: str, examples: int, task: str | None = None) -> dict:
+        """A compare evaluation's summary.json, checked to score `examples` test rows, with the
+        per-example outcomes of its predictions.jsonl (when `task` is given)."""
         summary = read_json(need(directory / "summary.json", compare_stage(stage)))
         if summary.get("num_examples", examples) != examples:
             raise SystemExit(f"{directory}/summary.json scored {summary['num_examples']} examples, the main rows {examples}: "
                              f"rerun {compare_stage(stage)}")
-        return summary
+        if task is None:
+            return summary
+        rows = read_rows(need(directory / "predictions.jsonl", compare_stage(stage)), None)
+        if len(rows) != examples:
+            raise SystemExit(f"{directory}/predictions.jsonl holds {len(rows)} rows, its summary {examples}")
+        return {**summary, "outcomes": outcomes(rows, metric_names(task))}
 
     def info(self, run: str, name: str, stage: str) -> dict:
         return read_json(need(COMPARE_RUNS / run / name / "info.json", compare_stage(stage)))
 
-    def seeded(self, run: str, name: str, stage: str, seeds: list[int] | None = None) -> Result:
-        """One compare experiment of `run` per seed; `name` is its folder with a `{seed}` field."""
-        return {seed: self.summary(COMPARE_RUNS / run / name.format(seed=seed), stage, self.examples(run))
-                for seed in (self.seeds if seeds is None else seeds)}
+    def seeded(self, run: str, name: str, stage: str, full: bool = False) -> Result:
+        """One compare experiment of `run` per seed (Tables 1/3: `seeds` on the full test set; else
+        `ablation_seeds` on the prefix); `name` is its folder with a `{seed}` field."""
+        seeds = self.seeds if full else self.ablation_seeds
+        return {seed: self.summary(COMPARE_RUNS / run / name.format(seed=seed), stage, self.examples(run, full), self.task(run))
+                for seed in seeds}
 
     def single(self, run: str, name: str, stage: str) -> tuple[Result, dict]:
-        """A compare experiment fitted once (ITI, RepE: no seed in info.json), keyed by the main seed."""
+        """A compare experiment fitted once on the full test set (ITI, RepE: no seed in info.json), keyed by the main seed."""
         info = self.info(run, name, stage)
         seed = self.params["seed"] if info.get("seed") is None else info["seed"]
-        return {seed: self.summary(COMPARE_RUNS / run / name, stage, self.examples(run))}, info
+        return {seed: self.summary(COMPARE_RUNS / run / name, stage, self.examples(run, True), self.task(run))}, info
 
     def tune_metrics(self, run: str) -> dict:
         return read_json(need(RUNS_DIR / run / "tune" / "metrics.json", f"stage tune_biases@{run} of dvc.yaml"))
@@ -140,6 +172,7 @@ class Study:
         k, total = self.top_k(run)
         return f"K={k}, {100 * k / total:.0f} % of heads"
 
-    def scope(self, runs: list[str]) -> str:
-        first = f"the first {self.limit}" if self.limit is not None else "all"
-        return f"{first} test examples ({'/'.join(str(self.examples(r)) for r in runs)} for {', '.join(runs)})"
+    def scope(self, runs: list[str], full: bool = False) -> str:
+        limit = self.full_limit if full else self.limit
+        first = f"the first {limit}" if limit is not None else "all"
+        return f"{first} test examples ({'/'.join(str(self.examples(r, full)) for r in runs)} for {', '.join(runs)})"

@@ -28,9 +28,19 @@ from comparison.tables import (
 from lofit.io import read_json
 from lofit.tasks import TASKS
 
-LABELS = {"base": "base", "lofit": "LoFiT", "iti": "ITI", "repe": "RepE", "lora": "LoRA", "red": "RED"}
+LABELS = {"base": "base", "lofit": "LoFiT", "iti": "ITI", "repe": "RepE", "lora": "LoRA", "red": "RED", "reft": "ReFT"}
 CHOICE = {"top_k": "K", "alpha": "α"}
-PEFT_METHODS = ("lora", "red")
+PEFT_METHODS = ("lora", "red", "reft")
+
+
+def grid_lines(study: Study, run: str, method: str) -> list[str]:
+    """The method's lr grid on `run`: val scores per lr, ✓ = chosen (the protocol's choice, on val only)."""
+    chosen, rows = study.grid(run, method)
+    metrics = [k for k in rows[0] if k != "value"]
+    return ["", f"Validation lr grid of {LABELS[method]} on {run} (✓ = chosen; val in %):", "",
+            *table(["", "lr", *(f"val {METRICS[m]}" for m in metrics)],
+                   [["✓" if row["value"] == chosen else "", row["value"], *(f"{100 * row[m]:.1f}" for m in metrics)]
+                    for row in rows])]
 
 
 def truthfulqa_section(study: Study) -> Section:
@@ -45,10 +55,11 @@ def truthfulqa_section(study: Study) -> Section:
     for run in runs:
         if study.task(run) != "truthfulqa":
             raise SystemExit(f"params.yaml: compare.iti/repe run '{run}' is not a TruthfulQA run")
-        rows["base"][run], rows["LoFiT"][run] = study.main(run)
-        notes["LoFiT"].append(f"{run}: {study.heads(run)}")
+        rows["base"][run], rows["LoFiT"][run] = study.main(run, full=True)
+        notes["LoFiT"].append(f"{run}: {study.heads(run)}, lr={study.grid(run, 'lofit')[0]}")
         params["base"].append(0)
         params["LoFiT"].append(study.tune_metrics(run)["trainable_parameters"])
+        grids += grid_lines(study, run, "lofit")
         for method in ("iti", "repe"):
             if run not in study.configured(method):
                 continue
@@ -72,8 +83,10 @@ def truthfulqa_section(study: Study) -> Section:
     rows = {m: results for m, results in rows.items() if results}
     extra = {m: ["; ".join(notes[m]) or "—", joined(params[m])] for m in rows}
     body, data = method_table(rows, metrics, "LoFiT", extra, ("choice", "edited params"))
-    caption = (f"Test MC1/MC2 (%) on {study.scope(runs)}; ITI/RepE fitted once, base and LoFiT rescored on the same "
-               "prefix; mean = example-weighted over folds.")
+    caption = (f"Test MC1/MC2 (%) on {study.scope(runs, full=True)}: mean ± sd over seeds (n) [95 % bootstrap CI over "
+               f"test examples]; LoFiT = step 2 on the main run's step-1 heads at the lr chosen on val, seeds {study.seeds}; "
+               "ITI/RepE fitted once with (K, α) / (layers, α) chosen on val; mean = example-weighted over folds; "
+               "'beats' only at paired p < 0.05 (McNemar for MC1 with one seed, else paired bootstrap).")
     return [title, "", caption, "", *body, *grids], data
 
 
@@ -85,22 +98,27 @@ def peft_section(study: Study, total: int | None) -> Section:
     methods = study.compare["peft"].get("methods") or [m for m in PEFT_METHODS if m in study.compare["peft"]]
     rows: dict[str, dict[str, Result]] = {"base": {}, "LoFiT": {}, **{LABELS[m]: {} for m in methods}}
     params: dict[str, list[int]] = {m: [] for m in rows}
+    grids: list[str] = []
     for run in runs:
-        rows["base"][run], rows["LoFiT"][run] = study.main(run)
+        rows["base"][run], rows["LoFiT"][run] = study.main(run, full=True)
         params["base"].append(0)
         params["LoFiT"].append(study.tune_metrics(run)["trainable_parameters"])
+        grids += grid_lines(study, run, "lofit")
         for m in methods:
-            rows[LABELS[m]][run] = study.seeded(run, f"{m}-s{{seed}}", "peft")
+            rows[LABELS[m]][run] = study.seeded(run, f"{m}-s{{seed}}", "peft", full=True)
             params[LABELS[m]].append(study.info(run, f"{m}-s{study.seeds[0]}", "peft")["edited_parameters"])
+            grids += grid_lines(study, run, m)
     share = {m: [joined(p), joined(f"{100 * x / total:.3g} %" for x in p) if total else "—"] for m, p in params.items()}
     body, data = method_table(rows, {run: [TASKS[study.task(run)].primary_metric] for run in runs}, "LoFiT", share,
                               ("trainable params", "% of model"))
     for i, run in enumerate(runs):
         for m, p in params.items():
             data[run][m.lower()]["trainable_parameters"] = p[i]
-    caption = (f"Exact match (%) on {study.scope(runs)}; LoFiT = the main run ({'; '.join(map(study.heads, runs))}); "
-               f"LoRA/RED trained once per seed {study.seeds}; % of the model's {total or '?'} parameters.")
-    return [title, "", caption, "", *body], data
+    caption = (f"Exact match (%) on {study.scope(runs, full=True)}: mean ± sd over seeds (n) [95 % bootstrap CI]; "
+               f"LoFiT = step 2 on the main run's heads ({'; '.join(map(study.heads, runs))}); every method at the main "
+               f"run's epochs and batch size, lr chosen on val, seeds {study.seeds}; % of the model's {total or '?'} "
+               "parameters; 'beats' only at paired p < 0.05.")
+    return [title, "", caption, "", *body, *grids], data
 
 
 def ood_section(study: Study) -> Section:
@@ -112,11 +130,12 @@ def ood_section(study: Study) -> Section:
     seed, counts = study.params["seed"], []
     for task in OOD_TASKS:
         for m in ("base", "lofit"):
-            summary = read_json(need(RUNS_DIR / "ood" / m / task / "summary.json", f"stage ood_{m}@{task} of dvc.yaml"))
-            rows[LABELS[m]][task] = {seed: summary}
+            folder = RUNS_DIR / "ood" / m / task
+            summary = read_json(need(folder / "summary.json", f"stage ood_{m}@{task} of dvc.yaml"))
+            rows[LABELS[m]][task] = {seed: study.summary(folder, f"ood_{m}@{task} of dvc.yaml", summary["num_examples"], task)}
         counts.append(summary["num_examples"])
         for m in methods:
-            rows[LABELS[m]][task] = {seed: study.summary(COMPARE_RUNS / "ood" / m / task, "ood", counts[-1])}
+            rows[LABELS[m]][task] = {seed: study.summary(COMPARE_RUNS / "ood" / m / task, "ood", counts[-1], task)}
     body, data = method_table(rows, {t: [TASKS[t].primary_metric] for t in OOD_TASKS}, "LoFiT")
     caption = (f"TriviaQA/NQ-open EM and MMLU accuracy (%) on {'/'.join(map(str, counts))} examples (the main OOD sample); "
                f"LoFiT, {', '.join(LABELS[m] for m in methods)}: the edits of `{study.params['ood']['adapter_run']}`.")
