@@ -87,7 +87,7 @@ def test_claims_need_p_below_005(protocol):
     close = protocol.cell({42: [1] * 3 + [0] * (n - 3)})  # 3 discordant: McNemar p = 0.25
     assert protocol.paired_p(reference, close) == (pytest.approx(0.25), "McNemar")
     assert protocol.claim("LoRA", better, "LoFiT", reference, "mq EM").startswith("LoRA beats LoFiT on mq EM: 33.3 vs 0.0")
-    assert protocol.claim("LoFiT", reference, "base", better, "mq EM").startswith("base beats LoFiT on mq EM")
+    assert protocol.claim("LoFiT", reference, "base", better, "mq EM").startswith("base beats LoFiT on mq EM: 33.3 vs 0.0")
     line = protocol.claim("RED", close, "LoFiT", reference, "mq EM")
     assert line.startswith("RED vs LoFiT on mq EM: not significant, 5.0 vs 0.0 (McNemar p = 0.25)")
     assert "beats" not in line

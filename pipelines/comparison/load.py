@@ -1,9 +1,10 @@
 """What the comparison report reads: the compare stages' evaluations and the main study's runs.
 
-`Study` rescores the main base and LoFiT predictions on the ablations' test prefix (through the
-evaluators' own metrics), reads each experiment's summary, per-example outcomes and info, the lr
-grids' val scores, and the main runs' heads and adapters; every missing file is a one-line error
-naming the stage that writes it. Tables 1 and 3 read full test sets (`full=True`).
+`Study` rescores predictions through the evaluators' own metrics, reads each experiment's summary,
+per-example outcomes and info, the lr grids' val scores, and the main runs' heads and adapters;
+every missing file is a one-line error naming the stage that writes it. Tables 1 and 3 read full
+test sets (`full=True`); the ablations and the frontier read every row on the first `compare.eval_limit` test examples, LoFiT's included (its Table rows at the lr chosen
+on val, never the main run).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from pathlib import Path
 
 from common import COMPARE_RUNS, MODEL_DIR, RUNS_DIR, RunParams, adapter_heads, metric_names
 from compare_common import active_plan, chosen_lr, eval_limit
-from comparison.protocol import per_example
+from comparison.protocol import choose, lr_label, per_example
 from comparison.tables import Result
 
 from lofit.evaluation.rescore import rescore
 from lofit.io import read_json
 from lofit.tasks import TASKS
 from lofit.training.heads import HeadRanking
+
 
 def read_rows(predictions_path: Path, limit: int | None) -> list[dict]:
     """The first `limit` rows of a predictions.jsonl (None = all rows)."""
@@ -93,6 +95,24 @@ class Study:
     def configured(self, section: str) -> list[str]:
         return list((self.compare.get(section) or {}).get("runs") or [])
 
+    def left_out(self, section: str, what: str = "") -> str:
+        """The runs of `section` that the GPU plan has and the active plan lacks, as a caption sentence ('' if none)."""
+        gpu = self.params["compare"]["plans"].get("gpu") or {}
+        missing = [run for run in (gpu.get(section) or {}).get("runs") or [] if run not in self.configured(section)]
+        return f" The CPU plan leaves out {what or section} on {', '.join(missing)} (GPU plan only)." if missing else ""
+
+    def plan_note(self) -> str:
+        """Seeds and grid sizes of the active plan against the GPU plan, for the report's header."""
+        gpu = self.params["compare"]["plans"].get("gpu") or {}
+        grids = {method: len(values) for method, values in self.compare["lr_grid"].items()}
+        note = (f"seeds {self.seeds} for Tables 1 and 3, {self.ablation_seeds} for the ablations; lr grids of "
+                + ", ".join(f"{n} points ({method})" for method, n in grids.items()))
+        if gpu and gpu != self.compare:
+            note += (f". This is the CPU plan: the GPU plan (`compare.plan: *gpu_plan`) runs seeds {gpu.get('seeds')}, "
+                     f"lr grids of {'/'.join(sorted({str(len(v)) for v in gpu.get('lr_grid', {}).values()}))} points and every "
+                     "run its sections list; captions say what this plan leaves out")
+        return note
+
     def grid(self, run: str, method: str) -> tuple[float, list[dict]]:
         """The lr chosen on val for `method` on `run` and the grid's val rows."""
         return chosen_lr(RunParams(run, self.params), method)
@@ -112,17 +132,56 @@ class Study:
         return self.params["runs"][run]["task"]
 
     def main(self, run: str, full: bool = False) -> tuple[Result, Result]:
-        """Base (the main run) and LoFiT: on the full test set (`full`) the `lofit@RUN-SEED` rows at the
-        lr chosen on val, one per seed; on the ablations' prefix the main run, rescored."""
+        """Base (the main run's base evaluation, rescored) and LoFiT at the lr chosen on val (the
+        `lofit@RUN-SEED` rows): every seed on the full test set (`full`), else the ablation seeds on
+        the ablations' prefix, the reference every ablation is compared with."""
         if (run, full) not in self._main:
+            if run not in self.configured("lofit"):
+                raise SystemExit(f"params.yaml: compare.plan.lofit.runs lacks '{run}': its tables compare with LoFiT "
+                                 "at the lr chosen on val (stage lofit of compare/dvc.yaml)")
             limit = self.full_limit if full else self.limit
-            base, lofit = ({self.params["seed"]: scored(need(RUNS_DIR / run / "eval" / m / "predictions.jsonl",
-                                                               f"stage evaluate_{m}@{run} of dvc.yaml"), self.task(run), limit)}
-                           for m in ("base", "lofit"))
-            self._main[(run, full)] = base, lofit  # cached before the seeded rows, whose check reads the example count
-            if full:
-                self._main[(run, full)] = base, self.seeded(run, "lofit-s{seed}", "lofit", full=True)
+            base = {self.params["seed"]: scored(need(RUNS_DIR / run / "eval" / "base" / "predictions.jsonl",
+                                                     f"stage evaluate_base@{run} of dvc.yaml"), self.task(run), limit)}
+            self._main[(run, full)] = base, {}  # cached before the seeded rows, whose check reads the example count
+            lofit = self.seeded(run, "lofit-s{seed}", "lofit", full=True) if full else self.on_prefix(run, "lofit-s{seed}", "lofit")
+            self._main[(run, full)] = base, lofit
         return self._main[(run, full)]
+
+    def on_prefix(self, run: str, name: str, stage: str) -> Result:
+        """A Table 1/3 experiment (scored on the full test set, `name` with a `{seed}` field) read on
+        the ablations' prefix for the ablation seeds, so that ablations and tables share a reference."""
+        missing = [seed for seed in self.ablation_seeds if seed not in self.seeds]
+        if missing:
+            raise SystemExit(f"params.yaml: compare.plan.ablation_seeds {missing} are not in compare.plan.seeds: "
+                             f"the ablations read the Table rows ({name}) of their seeds")
+        return {seed: scored(need(COMPARE_RUNS / run / name.format(seed=seed) / "predictions.jsonl", compare_stage(stage)),
+                             self.task(run), self.limit) for seed in self.ablation_seeds}
+
+    def single_on_prefix(self, run: str, name: str, stage: str) -> Result:
+        """A once-fitted Table 1 experiment (ITI, RepE) read on the ablations' prefix, keyed by the main seed."""
+        rows = need(COMPARE_RUNS / run / name / "predictions.jsonl", compare_stage(stage))
+        return {self.params["seed"]: scored(rows, self.task(run), self.limit)}
+
+    def main_seed_of_ablations(self) -> int:
+        """The seed whose val scores choose among ablation settings (the main seed, one seed as for the lr)."""
+        seed = self.params["seed"]
+        if seed not in self.ablation_seeds:
+            raise SystemExit(f"params.yaml: compare.plan.ablation_seeds {self.ablation_seeds} lacks the main seed {seed}, "
+                             "whose val scores choose K")
+        return seed
+
+    def k_choice(self, run: str) -> tuple[str, dict[str, int], list[dict]]:
+        """K chosen on val at LoFiT's chosen lr among the main run's K and the sweep's (`k_sweep` labels
+        `kTOPK`, `main` for the main K): the choice, each label's head count, the val rows."""
+        lr = self.grid(run, "lofit")[0]
+        seed = self.main_seed_of_ablations()
+        folders = {"main": COMPARE_RUNS / run / "grid-lofit" / lr_label(lr)}
+        heads = {"main": self.top_k(run)[0]}
+        for k in self.compare["k_sweep"]["top_k"]:
+            folders[f"k{k}"] = COMPARE_RUNS / run / f"k{k}-s{seed}"
+            heads[f"k{k}"] = self.info(run, f"k{k}-s{seed}", "k_sweep")["top_k"]
+        chosen, rows = choose(folders, metric_names(self.task(run)))
+        return chosen, heads, rows
 
     def examples(self, run: str, full: bool = False) -> int:
         return next(iter(self.main(run, full)[0].values()))["num_examples"]

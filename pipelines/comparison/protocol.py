@@ -120,9 +120,12 @@ def paired_p(a: Cell, b: Cell) -> tuple[float, str]:
 def claim(name: str, other: Cell, reference_name: str, reference: Cell, where: str) -> str:
     """The sentence the report may write about `name` vs `reference_name`: who beats whom only at p < 0.05."""
     p, test = paired_p(reference, other)
-    numbers = f"{100 * other.mean:.1f} vs {100 * reference.mean:.1f} ({test} p = {p:.3g})"
+
+    def numbers(first: Cell, second: Cell) -> str:  # in the order the sentence names the methods
+        return f"{100 * first.mean:.1f} vs {100 * second.mean:.1f} ({test} p = {p:.3g})"
+
     if p >= ALPHA:
-        return f"{name} vs {reference_name} on {where}: not significant, {numbers}"
+        return f"{name} vs {reference_name} on {where}: not significant, {numbers(other, reference)}"
     if other.mean > reference.mean:
-        return f"{name} beats {reference_name} on {where}: {numbers}"
-    return f"{reference_name} beats {name} on {where}: {numbers}"
+        return f"{name} beats {reference_name} on {where}: {numbers(other, reference)}"
+    return f"{reference_name} beats {name} on {where}: {numbers(reference, other)}"

@@ -100,5 +100,6 @@ def joined(values: Any) -> str:
     return " / ".join(dict.fromkeys(str(v) for v in values))
 
 
-def not_configured(title: str, keys: str) -> Section:
-    return [title, "", f"Not configured ({keys} empty)."], {}
+def not_configured(title: str, keys: str, note: str = "") -> Section:
+    """A section the active plan does not run; `note` says whether the GPU plan does."""
+    return [title, "", f"Not configured ({keys} empty).{note}"], {}
