@@ -1,8 +1,9 @@
-"""What every comparison stage (compare/dvc.yaml) shares: where it writes, which test examples it
-scores, how it evaluates an edit folder, and the `info.json` that tells the report what ran.
+"""What every comparison stage (compare/dvc.yaml) shares: the active plan, where it writes, how a
+method trains at the main run's budget, which test examples it scores, the learning rate chosen on
+val, and the `info.json` that tells the report what ran.
 
-Comparison evaluations score the first `compare.eval_limit` test examples (per device kind), so
-the report rescores the main study's base and LoFiT predictions on the same prefix.
+Tables 1 and 3 score the full test sets; ablations the first `compare.eval_limit` test examples (per
+device kind), so the report rescores the main study's predictions on the same prefix.
 """
 
 from __future__ import annotations
@@ -12,12 +13,86 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from common import COMPARE_RUNS, RunParams, limit_for
+from dataclasses import replace
+
+from common import COMPARE_RUNS, EDIT_FOLDERS, RunParams, limit_for, metric_names
+from comparison.protocol import VAL_FILE, choose_lr
 
 from lofit.cli import evaluate
 from lofit.io import write_json
 
 INFO_FILE = "info.json"
+TRAINED = ("lofit", "lora", "red", "reft")  # methods with an lr grid
+
+
+def device_kind(params: dict[str, Any]) -> str:
+    """`gpu` or `cpu`: the plan for model.device (the rule of `common.limit_for`)."""
+    return "gpu" if str(params["model"]["device"]).startswith("cuda") else "cpu"
+
+
+def active_plan(params: dict[str, Any]) -> dict[str, Any]:
+    """`compare.plans[kind]` for model.device; `compare.plan` (what compare/dvc.yaml expands) must be it."""
+    compare, kind = params["compare"], device_kind(params)
+    if kind not in compare["plans"]:
+        raise SystemExit(f"params.yaml: compare.plans has no '{kind}' plan (model.device {params['model']['device']})")
+    plan = compare["plans"][kind]
+    if compare["plan"] != plan:
+        raise SystemExit(f"params.yaml: compare.plan is not compare.plans.{kind}, the plan for model.device "
+                         f"{params['model']['device']!r}: set `plan: *{kind}_plan`")
+    return plan
+
+
+def grid_dir(run: str, method: str) -> Path:
+    """compare/runs/RUN/grid-METHOD: one folder per learning rate of the method's grid."""
+    return COMPARE_RUNS / run / f"grid-{method}"
+
+
+def chosen_lr(run: RunParams, method: str) -> tuple[float, list[dict[str, Any]]]:
+    """The method's lr chosen on the run's val split from its grid stages, and the grid's rows."""
+    grid = active_plan(run.params)["lr_grid"][method]
+    return choose_lr(grid_dir(run.name, method), grid, metric_names(run.run["task"]))
+
+
+def is_main_step2(run: RunParams, lr: float, seed: int) -> bool:
+    """Step 2 with the main run's heads, lr and seed is the main run itself: not retrained."""
+    return float(lr) == float(run.run["tune"]["lr"]) and seed == run.params["seed"]
+
+
+def train_method(run: RunParams, method: str, lr: float, seed: int, out: Path, *, heads: Path | None = None,
+                 top_k: int | None = None, train_size: int | None = None) -> Path:
+    """Train `method` at the main run's step-2 budget (epochs, batch size, examples); returns the
+    training folder. LoFiT is step 2 on `heads` (default: the main run's step-1 ranking) at `top_k`."""
+    from lofit.cli import tune
+    from lofit.methods.commands import lora, red, reft
+    from lofit.methods.configs import LoRAStepConfig, REDStepConfig, ReFTStepConfig
+    from lofit.training.config import TuningConfig
+
+    data = replace(run.data(), train_limit=train_limit(run, train_size))
+    if method == "lofit":
+        tuning = TuningConfig(heads=str(heads or run.dir / "select" / "heads.json"),
+                              top_k=run.run["tune"]["top_k"] if top_k is None else top_k, lr=lr, seed=seed)
+        tune(task=run.task(), tuning=tuning, backbone=run.backbone(), data=data, trainer=run.trainer("tune"),
+             output_dir=str(out))
+    else:
+        command, config = {"lora": (lora, LoRAStepConfig), "red": (red, REDStepConfig), "reft": (reft, ReFTStepConfig)}[method]
+        settings = dict(run.params["compare"]["methods"].get(method) or {})
+        command(run.task(), config(**settings, lr=lr, seed=seed), backbone=run.backbone(), data=data,
+                trainer=run.trainer("tune"), output_dir=str(out))
+    drop_checkpoints(out)
+    return out
+
+
+def evaluate_val(run: RunParams, edit: Path, out: Path) -> dict[str, Any]:
+    """Score `edit` on the run's val split (all of it) into `out`/val/ and write `out`/val.json."""
+    summary = evaluate(task=run.task(), adapter=str(edit), backbone=run.backbone(), split="val",
+                       limit=run.profile.get("val_limit"), batch_size=run.params["eval"]["batch_size"],
+                       output_dir=str(out / "val"))
+    write_json(out / VAL_FILE, {**summary, "split": "val"})
+    return summary
+
+
+def edit_of(train_dir: Path, method: str) -> Path:
+    return train_dir / EDIT_FOLDERS[method]
 
 
 def experiment_dir(run: str, label: str) -> Path:
@@ -40,14 +115,15 @@ def train_limit(run: RunParams, train_size: int | None) -> int | None:
     return min(caps) if caps else None
 
 
-def evaluate_edit(run: RunParams, edit: Path | None, out: Path) -> dict[str, Any]:
-    """Score `edit` (None: the base model) on the run's test prefix; writes predictions + summary into `out`."""
+def evaluate_edit(run: RunParams, edit: Path | None, out: Path, *, full: bool = False) -> dict[str, Any]:
+    """Score `edit` (None: the base model) on the run's test prefix (`full`: the whole test set, as
+    the main study, capped only by the profile); writes predictions + summary into `out`."""
     return evaluate(
         task=run.task(),
         adapter=str(edit) if edit is not None else None,
         backbone=run.backbone(),
         split="test",
-        limit=eval_limit(run),
+        limit=run.eval_limit if full else eval_limit(run),
         batch_size=run.params["eval"]["batch_size"],
         output_dir=str(out),
     )

@@ -1,7 +1,7 @@
 """DVC stages `iti@RUN` / `repe@RUN` (compare/dvc.yaml): a training-free baseline on a TruthfulQA run.
 
-Fits on the run's train split, picks the grid point (`compare.iti` / `compare.repe`) with the best
-val MC1 (then MC2), and scores the chosen edit on the test prefix. Writes compare/runs/RUN/METHOD/.
+Fits on the run's train split, picks the grid point (`compare.plan.iti` / `compare.plan.repe`) with
+the best val MC1 (then MC2), and scores the chosen edit on the full test set (Table 1). Writes compare/runs/RUN/METHOD/.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from common import EDIT_FOLDERS, run_params
-from compare_common import evaluate_edit, experiment_dir, write_info
+from compare_common import active_plan, evaluate_edit, experiment_dir, write_info
 
 from lofit.methods.commands import iti, repe
 
@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("--method", choices=["iti", "repe"], required=True)
     args = parser.parse_args()
     run = run_params(args.run)
-    settings = run.params["compare"][args.method]
+    settings = active_plan(run.params)[args.method]
     out = experiment_dir(args.run, args.method)
     common = dict(
         task=run.task(),
@@ -35,7 +35,7 @@ def main() -> None:
         result = iti(top_k=tuple(settings["top_k"]), **common)
     else:
         result = repe(top_layers=tuple(settings["top_layers"]), **common)
-    evaluate_edit(run, out / EDIT_FOLDERS[args.method], out)
+    evaluate_edit(run, out / EDIT_FOLDERS[args.method], out, full=True)
     chosen = result["chosen"]
     if args.method == "iti":
         choice = {"top_k": result["heads"], "alpha": chosen["alpha"], "grid_top_k": chosen["top_k"]}

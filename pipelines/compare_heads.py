@@ -4,9 +4,11 @@
 - `iti_heads@RUN-SEED`: the K heads whose ITI probes score best (from `iti@RUN`);
 - `head_swap@RUN-SOURCE-SEED`: the top K of the step-1 ranking of run SOURCE;
 - `k_sweep@RUN-TOPK-SEED`: the top TOPK (count or fraction) of the run's own ranking.
-K is the run's `tune.top_k` unless given; the main run's K is read from its adapter. Step-2 settings are the run's. A configuration equal to
-the main run's step 2 (own heads, same K, the main seed) is not retrained: the main adapter is
-scored on the test prefix and `info.json` says `reused_main_run`.
+K is the run's `tune.top_k` unless given; the main run's K is read from its adapter. Step 2 trains
+at the main run's budget with LoFiT's lr chosen on val (`grid_lofit@RUN`). A configuration equal to
+the main run's step 2 (own heads, same K, the main seed and lr) is not retrained: the main adapter
+is scored on the test prefix and `info.json` says `reused_main_run`. The K sweep also scores val
+(val.json), from which the report picks K.
 Writes compare/runs/RUN/LABEL/.
 """
 
@@ -16,12 +18,19 @@ import argparse
 from pathlib import Path
 
 from common import COMPARE_RUNS, EDIT_FOLDERS, RunParams, adapter_heads, run_params
-from compare_common import drop_checkpoints, evaluate_edit, experiment_dir, trainable_parameters, write_info
+from compare_common import (
+    chosen_lr,
+    evaluate_edit,
+    evaluate_val,
+    experiment_dir,
+    is_main_step2,
+    train_method,
+    trainable_parameters,
+    write_info,
+)
 
-from lofit.cli import tune
 from lofit.io import read_json
 from lofit.methods.random_heads import write_random_heads
-from lofit.training.config import TuningConfig
 from lofit.training.heads import HeadRanking, resolve_top_k
 
 
@@ -59,27 +68,16 @@ def main() -> None:
     if args.experiment == "k_sweep":
         label = f"k{args.top_k}"
     out = experiment_dir(args.run, f"{label}-s{args.seed}")
-    reused = args.heads == args.run and top_k == main_k and args.seed == run.params["seed"]
+    lr, _ = chosen_lr(run, "lofit")
+    reused = args.heads == args.run and top_k == main_k and is_main_step2(run, lr, args.seed)
     if reused:
         train_dir = run.dir / "tune"
     else:
-        train_dir = out / "tune"
-        settings = run.run["tune"]
-        tune(
-            task=run.task(),
-            tuning=TuningConfig(
-                heads=str(heads_file(run, own, args.heads, out, top_k, args.seed)),
-                top_k=top_k,
-                lr=settings["lr"],
-                seed=args.seed,
-            ),
-            backbone=run.backbone(),
-            data=run.data(),
-            trainer=run.trainer("tune"),
-            output_dir=str(train_dir),
-        )
-        drop_checkpoints(train_dir)
+        heads = heads_file(run, own, args.heads, out, top_k, args.seed)
+        train_dir = train_method(run, "lofit", lr, args.seed, out / "tune", heads=heads, top_k=top_k)
     evaluate_edit(run, train_dir / EDIT_FOLDERS["lofit"], out)
+    if args.experiment == "k_sweep":
+        evaluate_val(run, train_dir / EDIT_FOLDERS["lofit"], out)
     write_info(
         out,
         run,
@@ -90,6 +88,7 @@ def main() -> None:
         heads_source=args.heads,
         top_k=top_k,
         reused_main_run=reused,
+        choice={"lr": lr},
     )
 
 

@@ -1,13 +1,17 @@
-"""DVC stage of compare/dvc.yaml: the paper's baselines and ablations next to LoFiT.
+"""DVC stage of compare/dvc.yaml: the paper's baselines and ablations next to LoFiT, under the
+protocol of `comparison.protocol` (lr chosen on val, 95 % intervals, claims only at paired p < 0.05).
 
 Reads the compare pipeline's evaluations (compare/runs/...) and the main study's runs; writes
-reports/comparison.md, reports/comparison.json (a DVC metric) and reports/comparison/*.png.
-Rows of one table score the same test examples: the compare evaluations scored the first
-`compare.eval_limit` examples, so the main base and LoFiT rows are rescored on that prefix.
+reports/comparison.md, reports/comparison.json (a DVC metric) and reports/comparison/*.png (the
+frontier per run among them). Tables 1 and 3 score the full test sets; the ablations and the
+frontier the first `compare.eval_limit` test examples, where every row (LoFiT's Table rows at the
+lr chosen on val, base, PEFT) is read on that prefix.
 The work is in `comparison/`: `load` (files → `Study`), `sections` (tables), `plots` (figures).
 """
 
 from __future__ import annotations
+
+import argparse
 
 from common import REPORTS, load_params
 from comparison import plots, sections
@@ -22,23 +26,32 @@ def main() -> None:
     params = load_params()
     study = Study(params)
     plots.drop_optional()
+    total = model_parameters()
     parts = {
         "truthfulqa": sections.truthfulqa_section(study),
-        "peft": sections.peft_section(study, model_parameters()),
+        "peft": sections.peft_section(study, total),
         "ood": sections.ood_section(study),
         "head_source": sections.head_source_section(study),
         "head_swap": sections.head_swap_section(study),
         "k_sweep": sections.k_sweep_section(study),
         "data_efficiency": sections.data_efficiency_section(study),
+        "frontier": sections.frontier_section(study),
         "head_layers": sections.head_layers_section(study),
     }
-    first = f"the first {study.limit}" if study.limit is not None else "all"
+    prefix = f"the first {study.limit}" if study.limit is not None else "all"
     lines = [
         "# LoFiT vs baselines and ablations",
         "",
-        f"Backbone: `{params['model']['source']}`; main seed {params['seed']}, compare seeds {study.seeds}. Compare "
-        f"evaluations score {first} test examples; the main base/LoFiT rows are rescored on the same prefix.",
-        "Values in %: mean ± sample sd over seeds (— with one seed), n = seeds; best per column in bold.",
+        f"Backbone: `{params['model']['source']}`. Protocol (params.yaml `compare:`, pipelines/comparison/protocol.py): "
+        "every trained method at the main run's epochs, batch size and training examples; its lr chosen from its grid "
+        "by the task metric on val with the main seed, then trained with every seed; "
+        f"{study.plan_note()}.",
+        f"Tables 1 and 3 score the full test sets; the ablations and the frontier score {prefix} test examples, "
+        "with every row of a table (LoFiT at its val-chosen lr included) read on that prefix.",
+        "Values in %: mean ± sample sd over seeds (— with one seed), n = seeds, [95 % bootstrap CI over test examples, "
+        "seeds averaged]; best per column in bold. 'A beats B' only where a paired test on the same examples "
+        "(McNemar for one seed of right/wrong outcomes, else paired bootstrap) gives p < 0.05; otherwise the line says "
+        "'not significant'.",
     ]
     for section_lines, _ in parts.values():
         lines += ["", *section_lines]
@@ -48,4 +61,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__).parse_args()  # no options: --help only
     main()

@@ -1,88 +1,100 @@
-"""DVC stages that train a method on one run's task (compare/dvc.yaml) and score it on the test prefix.
+"""DVC stages that train a method on one run's task with its val-chosen lr (compare/dvc.yaml):
 
-- `peft@RUN-METHOD-SEED`: LoRA or RED with `compare.peft.<method>` settings (paper Table 3);
-- `data_efficiency@RUN-SIZE-METHOD-SEED`: LoFiT (both steps) or LoRA on the first SIZE examples;
-- `lofit_seeds@RUN-SEED`: LoFiT (both steps) again with another seed, for seed averages.
-Every method trains for the run's step-2 epochs (`runs.RUN.tune.epochs`), LoFiT's budget.
+- `lofit@RUN-SEED` / `peft@RUN-METHOD-SEED` (Tables 1 and 3): LoFiT step 2 on the main run's
+  step-1 heads, or LoRA, RED, ReFT, with the lr its grid chose on val, scored on the full test set;
+- `data_efficiency@RUN-SIZE-METHOD-SEED`: LoFiT (both steps) or LoRA on the first SIZE training
+  examples, at the chosen lr, scored on the ablations' test prefix.
+Every method trains for the run's step-2 epochs and batch size (the main run's budget). The grid's
+seed (the main `seed`) at the chosen lr is the grid point itself: its edit is scored, not retrained
+(and LoFiT at the main lr and seed is the main run: its test predictions are copied).
 Writes compare/runs/RUN/LABEL/.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from common import EDIT_FOLDERS, RunParams, adapter_heads, run_params
-from compare_common import drop_checkpoints, evaluate_edit, experiment_dir, train_limit, trainable_parameters, write_info
+from common import RunParams, adapter_heads, run_params
+from compare_common import (
+    TRAINED,
+    chosen_lr,
+    drop_checkpoints,
+    edit_of,
+    evaluate_edit,
+    experiment_dir,
+    grid_dir,
+    is_main_step2,
+    train_limit,
+    train_method,
+    trainable_parameters,
+    write_info,
+)
+from comparison.protocol import lr_label
 
-from lofit.cli import select, tune
-from lofit.methods.commands import lora, red
-from lofit.methods.lora import LoRAStepConfig
-from lofit.methods.red import REDStepConfig
-from lofit.training.config import SelectionConfig, TuningConfig
 
+def train_lofit_both_steps(run: RunParams, out: Path, lr: float, seed: int, train_size: int) -> Path:
+    """Step 1 with the run's settings, then step 2 at `lr`, on the first `train_size` examples."""
+    from lofit.cli import select
+    from lofit.training.config import SelectionConfig
 
-def train_lofit(run: RunParams, out: Path, seed: int, limit: int | None) -> Path:
-    """Step 1 then step 2 with the run's settings; returns the step-2 folder."""
-    data = replace(run.data(), train_limit=limit)
-    step1, step2 = run.run["select"], run.run["tune"]
+    step1 = run.run["select"]
     select(
         task=run.task(),
         selection=SelectionConfig(lr=step1["lr"], l1_lambda=step1["l1_lambda"], seed=seed),
         backbone=run.backbone(),
-        data=data,
+        data=replace(run.data(), train_limit=train_limit(run, train_size)),
         trainer=run.trainer("select"),
         output_dir=str(out / "select"),
     )
-    tune(
-        task=run.task(),
-        tuning=TuningConfig(heads=str(out / "select" / "heads.json"), top_k=step2["top_k"], lr=step2["lr"], seed=seed),
-        backbone=run.backbone(),
-        data=data,
-        trainer=run.trainer("tune"),
-        output_dir=str(out / "tune"),
-    )
-    for step in ("select", "tune"):
-        drop_checkpoints(out / step)
-    return out / "tune"
+    drop_checkpoints(out / "select")
+    return train_method(run, "lofit", lr, seed, out / "tune", heads=out / "select" / "heads.json", train_size=train_size)
 
 
-def train_peft(run: RunParams, out: Path, method: str, seed: int, limit: int | None) -> Path:
-    """LoRA or RED with `compare.peft.<method>` settings; returns the training folder (= `out`)."""
-    settings = dict(run.params["compare"]["peft"][method])
-    command, config = (lora, LoRAStepConfig) if method == "lora" else (red, REDStepConfig)
-    command(
-        run.task(),
-        config(**settings, seed=seed),
-        backbone=run.backbone(),
-        data=replace(run.data(), train_limit=limit),
-        trainer=run.trainer("tune"),
-        output_dir=str(out),
-    )
-    drop_checkpoints(out)
-    return out
+def copy_main_predictions(run: RunParams, out: Path) -> None:
+    """The main run's LoFiT test evaluation (the full test set) stands for a reused main run."""
+    for name in ("predictions.jsonl", "summary.json"):
+        shutil.copyfile(run.dir / "eval" / "lofit" / name, out / name)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", required=True)
-    parser.add_argument("--method", choices=["lofit", "lora", "red"], required=True)
+    parser.add_argument("--method", choices=TRAINED, required=True)
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--train-size", type=int, default=None, help="train on the first N examples (default: all)")
-    parser.add_argument("--experiment", choices=["table3", "data_efficiency", "lofit_seeds"], required=True)
+    parser.add_argument("--train-size", type=int, default=None, help="train on the first N examples (data_efficiency)")
+    parser.add_argument("--experiment", choices=["table", "data_efficiency"], required=True)
     args = parser.parse_args()
+    if (args.experiment == "data_efficiency") != (args.train_size is not None):
+        parser.error("--train-size goes with --experiment data_efficiency, and only with it")
     if args.train_size is not None and args.train_size <= 0:
         parser.error(f"--train-size must be positive, got {args.train_size}")
     run = run_params(args.run)
+    lr, grid = chosen_lr(run, args.method)
     size = f"n{args.train_size}-" if args.train_size is not None else ""
     out = experiment_dir(args.run, f"{size}{args.method}-s{args.seed}")
-    limit = train_limit(run, args.train_size)
-    if args.method == "lofit":
-        train_dir = train_lofit(run, out, args.seed, limit)
+    reused = False
+    if args.experiment == "data_efficiency":
+        if args.method == "lofit":
+            train_dir = train_lofit_both_steps(run, out, lr, args.seed, args.train_size)
+        else:
+            train_dir = train_method(run, args.method, lr, args.seed, out, train_size=args.train_size)
+        evaluate_edit(run, edit_of(train_dir, args.method), out)
     else:
-        train_dir = train_peft(run, out, args.method, args.seed, limit)
-    evaluate_edit(run, train_dir / EDIT_FOLDERS[args.method], out)
+        reused = args.method == "lofit" and is_main_step2(run, lr, args.seed)
+        if reused:
+            train_dir = run.dir / "tune"
+        elif args.seed == run.params["seed"]:
+            train_dir = grid_dir(args.run, args.method) / lr_label(lr)
+        else:
+            train_dir = train_method(run, args.method, lr, args.seed, out / "train")
+        if reused and run.eval_limit is None:
+            copy_main_predictions(run, out)
+        else:
+            evaluate_edit(run, edit_of(train_dir, args.method), out, full=True)
+    lofit_dir = train_dir if args.method == "lofit" else None
     write_info(
         out,
         run,
@@ -90,9 +102,11 @@ def main() -> None:
         experiment=args.experiment,
         seed=args.seed,
         edited_parameters=trainable_parameters(train_dir),
-        heads_source=args.run if args.method == "lofit" else None,
-        top_k=adapter_heads(train_dir)[0] if args.method == "lofit" else None,
+        heads_source=args.run if lofit_dir else None,
+        top_k=adapter_heads(lofit_dir)[0] if lofit_dir else None,
         train_size=args.train_size,
+        reused_main_run=reused,
+        choice={"lr": lr, "grid": grid},
     )
 
 

@@ -1,10 +1,17 @@
-"""pipelines/compare_report.py on a fake repository tree: tables, seeds, prefix rescoring, plots, errors."""
+"""pipelines/compare_report.py end to end on a fake repository tree with planted predictions.
+
+Every compare folder holds per-example predictions: Tables 1 and 3 score the full test set
+(FULL rows), the ablations the first PREFIX rows. A row's outcome is `i % 10 < c`, so a method
+with c = 7 is right on 70 % of any prefix of whole tens, and one with a smaller c is right on a
+subset of its rows: differences of several tenths are significant, equal c's are not.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
-import statistics
+import re
 from pathlib import Path
 
 import pytest
@@ -22,24 +29,24 @@ from lofit.intervention import HeadIntervention
 from lofit.training.heads import HeadRanking
 
 ROOT = Path(__file__).resolve().parents[1]
+FULL, PREFIX = 40, 20
 SEEDS = (42, 43)
 GEOMETRY = HeadGeometry(num_layers=3, num_heads=4, head_dim=8)  # 12 heads
-
-# Main-study predictions (6 test rows each); the compare prefix is the first 4.
-TQA = {
-    "tqa0": {"base": ([0, 0, 1, 0, 1, 1], [0.2, 0.4, 0.6, 0.4, 0.9, 0.9]),  # prefix mc1 25.0, mc2 40.0
-             "lofit": ([1, 0, 1, 0, 0, 0], [0.5, 0.5, 0.7, 0.3, 0.1, 0.1])},  # prefix mc1 50.0, mc2 50.0
-    "tqa1": {"base": ([0, 0, 0, 1, 1, 1], [0.3] * 6),  # 25.0, 30.0
-             "lofit": ([1, 1, 0, 0, 0, 0], [0.6] * 6)},  # 50.0, 60.0
-}
-EM = {
-    "mq": {"base": [0, 0, 0, 1, 1, 1], "lofit": [1, 1, 0, 0, 1, 1]},  # prefix 25.0, 50.0
-    "cl": {"base": [0, 0, 0, 0, 0, 0], "lofit": [1, 0, 0, 0, 0, 0]},  # prefix 0.0, 25.0
-}
+RUNS = {"tqa0": ("truthfulqa", 2), "tqa1": ("truthfulqa", 2), "mq": ("mquake", 3), "cl": ("clutrr", 3)}
+PARAMS = {"lora": 21, "red": 42, "reft": 40}  # trainable parameters of the Table 3 baselines (model: 105)
+LR_GRID = {"lofit": [0.01, 0.03], "lora": [0.0003, 0.001], "red": [0.01, 0.03], "reft": [0.001, 0.003]}
 
 
-def sd(*values: float) -> float:
-    return round(statistics.stdev(values), 4)
+def pattern(correct_per_ten: int, rows: int) -> list[bool]:
+    return [i % 10 < correct_per_ten for i in range(rows)]
+
+
+def mc_row(mc1: bool) -> dict:
+    """A TruthfulQA predictions row as the evaluator writes it: MC1 as planted, MC2 0.7 or 0.3."""
+    true, false = ([0.7], [0.15, 0.15]) if mc1 else ([0.3], [0.7])
+    scores = MCScores(best=math.log(true[0]), true=tuple(map(math.log, true)), false=tuple(map(math.log, false)))
+    return {"scores_true": list(scores.true), "scores_false": list(scores.false),
+            "mc1": mc1_of(scores), "mc2": mc2_of(scores), "mc3": mc3_of(scores)}
 
 
 def write(path: Path, data: dict | list) -> None:
@@ -47,120 +54,116 @@ def write(path: Path, data: dict | list) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
 
 
-def experiment(folder: Path, summary: dict, info: bool = True, **fields) -> None:
-    """A compare evaluation folder (the compare OOD stages write no info.json)."""
-    write(folder / "summary.json", {**summary, "num_examples": summary.get("num_examples", 4)})
-    if info:
-        write(folder / "info.json", {"seed": 42, "edited_parameters": 0, "choice": None, **fields})
-    (folder / "predictions.jsonl").write_text("", encoding="utf-8")
-
-
-def seeded(folder: str, values: list[float], metric: str = "exact_match", extra: dict | None = None, **info) -> None:
-    """One compare experiment per seed (relative to the current directory, the fake repo)."""
-    for seed, value in zip(SEEDS, values):
-        experiment(Path("compare/runs") / folder.format(seed=seed), {metric: value, **(extra or {})}, seed=seed, **info)
-
-
-def predictions(run_dir: Path, method: str, rows: list[dict]) -> None:
-    folder = run_dir / "eval" / method
+def evaluation(folder: Path, task: str, correct_per_ten: int, rows: int, info: dict | None = None) -> None:
+    """predictions.jsonl + summary.json as `lofit evaluate` writes them (+ the stage's info.json)."""
+    outcomes = pattern(correct_per_ten, rows)
+    lines = [mc_row(ok) for ok in outcomes] if task == "truthfulqa" else [{"correct": ok} for ok in outcomes]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    keys = [k for k in rows[0] if k in ("mc1", "mc2", "mc3")] or ["correct"]
-    summary = {("exact_match" if k == "correct" else k): sum(r[k] for r in rows) / len(rows) for k in keys}
-    write(folder / "summary.json", {**summary, "num_examples": len(rows)})
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    keys = ["mc1", "mc2", "mc3"] if task == "truthfulqa" else ["accuracy" if task == "mmlu" else "exact_match"]
+    summary = {k: sum(float(r.get(k, r.get("correct"))) for r in lines) / rows for k in keys}
+    write(folder / "summary.json", {**summary, "num_examples": rows})
+    if info is not None:
+        write(folder / "info.json", {"seed": None, "edited_parameters": 0, "choice": None, **info})
 
 
-def mc_row(mc1: int, mc2: float) -> dict:
-    """A TruthfulQA predictions row as the evaluator writes it, with answer scores (log-probabilities)
-    whose MC1 and MC2 are the planted ones (MC2 ≤ 1/2 when MC1 = 0 unless a second true answer carries it)."""
-    if mc1:
-        parts = math.ceil((1 - mc2) / mc2) + 1  # each false answer below the best one
-        true, false = [mc2], [(1 - mc2) / parts] * parts
-    elif mc2 <= 0.5:
-        true, false = [mc2], [1 - mc2]
-    else:
-        true, false = [0.01, mc2 - 0.01], [1 - mc2]
-    scores = MCScores(best=math.log(true[0]), true=tuple(map(math.log, true)), false=tuple(map(math.log, false)))
-    return {"scores_true": list(scores.true), "scores_false": list(scores.false),
-            "mc1": mc1_of(scores), "mc2": mc2_of(scores), "mc3": mc3_of(scores)}
+def seeded(run: str, name: str, per_seed: tuple[int, int], rows: int, **info) -> None:
+    """One compare experiment per seed: compare/runs/RUN/NAME-sSEED."""
+    for seed, c in zip(SEEDS, per_seed):
+        evaluation(Path("compare/runs") / run / f"{name}-s{seed}", RUNS[run][0], c, rows, {"seed": seed, **info})
 
 
-def adapter(run_dir: Path, k: int) -> None:
-    """The main run's step-2 adapter folder: its config records the K heads it edits."""
-    intervention = HeadIntervention(GEOMETRY, components=("offset",), heads=[(0, h) for h in range(k)])
-    save_adapter(intervention, run_dir / "tune/adapter", base_model="tiny", model_type="llama")
+def val_point(folder: Path, scores: dict) -> None:
+    write(folder / "val.json", {**scores, "split": "val", "num_examples": 10})
 
 
-def build_tree(root: Path, **compare_overrides) -> None:
-    """A repository with the main study (4 runs) and every compare output, two seeds each."""
-    runs = {"tqa0": ("truthfulqa", 2), "tqa1": ("truthfulqa", 2), "mq": ("mquake", 3), "cl": ("clutrr", 3)}
-    compare = {
-        "seeds": list(SEEDS), "eval_limit": {"cpu": 4, "cuda": None},
+def plans() -> tuple[dict, dict]:
+    cpu = {
+        "seeds": list(SEEDS), "ablation_seeds": list(SEEDS), "lr_grid": LR_GRID,
+        "lofit": {"runs": list(RUNS)},
         "iti": {"runs": ["tqa0", "tqa1"], "top_k": [2], "alpha": [5.0, 15.0]},
         "repe": {"runs": ["tqa0"], "top_layers": [0.25], "alpha": [2.0]},
-        "peft": {"runs": ["mq"], "methods": ["lora", "red"], "lora": {}, "red": {}},
+        "peft": {"runs": ["mq", "cl"], "methods": ["lora", "red", "reft"]},
         "random_heads": {"runs": ["tqa0"]}, "iti_heads": {"runs": ["tqa0"]},
         "head_swap": {"runs": ["mq", "cl"]},
-        "k_sweep": {"runs": ["mq"], "top_k": [0.25, 5]},
+        "k_sweep": {"runs": ["mq"], "top_k": [1, 0.5]},
         "data_efficiency": {"runs": ["mq"], "train_size": [2, 4], "methods": ["lofit", "lora"]},
-        "lofit": {"runs": ["mq"], "seeds": [43]},
         "ood": {"methods": ["iti"]},
-        **compare_overrides,
     }
+    gpu = {**copy.deepcopy(cpu), "seeds": [42, 43, 44], "k_sweep": {"runs": ["mq", "cl"], "top_k": [1, 0.5]}}
+    return cpu, gpu
+
+
+def build_tree(root: Path) -> None:
+    """The main study (4 runs, FULL test rows each) and the params with a CPU and a GPU plan."""
+    cpu, gpu = plans()
     params = {
         "profile": "full", "profiles": {"full": {}}, "seed": 42,
         "model": {"source": "tiny", "dtype": "float32", "quantization": "none", "device": "cpu"},
-        "runs": {name: {"task": task, "tune": {"top_k": k}} for name, (task, k) in runs.items()},
+        "runs": {name: {"task": task, "tune": {"top_k": k, "lr": 0.01}} for name, (task, k) in RUNS.items()},
         "ood": {"adapter_run": "tqa0", "limit": {"cpu": 3, "cuda": None}},
-        "compare": compare,
+        "compare": {"eval_limit": {"cpu": PREFIX, "cuda": None}, "methods": {"lora": {}, "red": {}, "reft": {"rank": 4}},
+                    "plans": {"gpu": gpu, "cpu": cpu}, "plan": cpu},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    save_file({"a": torch.zeros(10, 10), "b": torch.zeros(5)}, str(root / "model.safetensors"))
     (root / "data/models/base").mkdir(parents=True)
-    (root / "model.safetensors").rename(root / "data/models/base/model.safetensors")  # 105 parameters
-    for index, (name, (task, k)) in enumerate(runs.items()):
+    save_file({"a": torch.zeros(10, 10), "b": torch.zeros(5)}, str(root / "data/models/base/model.safetensors"))  # 105
+    for index, (name, (task, k)) in enumerate(RUNS.items()):
         run_dir = root / "runs" / name
         scores = [[float((layer * 4 + head + index) % 12) for head in range(4)] for layer in range(3)]
         write(run_dir / "select/heads.json", HeadRanking("tiny", GEOMETRY, scores, task).to_json())
         write(run_dir / "tune/metrics.json", {"trainable_parameters": 8 * k})
-        adapter(run_dir, k)
-        for method in ("base", "lofit"):
-            if name in TQA:
-                mc1, mc2 = TQA[name][method]
-                predictions(run_dir, method, [mc_row(a, b) for a, b in zip(mc1, mc2)])
-            else:
-                predictions(run_dir, method, [{"correct": bool(c)} for c in EM[name][method]])
-    for task, metric in (("triviaqa", "exact_match"), ("nq_open", "exact_match"), ("mmlu", "accuracy")):
-        for method, value in (("base", 0.0), ("lofit", 1 / 3)):
-            write(root / "runs/ood" / method / task / "summary.json", {metric: value, "num_examples": 3})
-        experiment(root / "compare/runs/ood/iti" / task, {metric: 2 / 3, "num_examples": 3}, info=False)
+        intervention = HeadIntervention(GEOMETRY, components=("offset",), heads=[(0, h) for h in range(k)])
+        save_adapter(intervention, run_dir / "tune/adapter", base_model="tiny", model_type="llama")
+        evaluation(run_dir / "eval/base", task, {"tqa0": 2, "tqa1": 2, "mq": 1, "cl": 0}[name], FULL)
+        evaluation(run_dir / "eval/lofit", task, 5, FULL)  # the main run: no comparison row reads it
+    for task in ("triviaqa", "nq_open", "mmlu"):
+        evaluation(root / "runs/ood/base" / task, task, 0, 3)
+        evaluation(root / "runs/ood/lofit" / task, task, 1, 3)
+        evaluation(root / "compare/runs/ood/iti" / task, task, 2, 3)
 
 
 def build_compare() -> None:
-    # ITI/RepE: fitted once (seed null), K/layers chosen on a validation grid (search.json as lofit.methods.commands writes it)
-    choice = {"top_k": 2, "alpha": 15.0, "grid_top_k": 0.2}
-    grid = [{"top_k": 0.2, "alpha": 5.0, "mc1": 0.5, "mc2": 0.5}, {"top_k": 0.2, "alpha": 15.0, "mc1": 0.75, "mc2": 0.6}]
-    for run, (mc1, mc2) in (("tqa0", (0.75, 0.45)), ("tqa1", (0.25, 0.5))):
-        experiment(Path("compare/runs") / run / "iti", {"mc1": mc1, "mc2": mc2, "mc3": 0.0}, seed=None, edited_parameters=16,
-                   choice=choice)
-        write(Path("compare/runs") / run / "iti/search.json", {"keys": ["mc1", "mc2"], "chosen": grid[1], "grid": grid})
-    experiment(Path("compare/runs/tqa0/repe"), {"mc1": 0.25, "mc2": 0.4, "mc3": 0.0}, seed=None, edited_parameters=64,
-               choice={"layers": [1], "alpha": 2.0, "grid_top_layers": 0.25})
+    """Every compare stage's outputs (relative to the current directory, the fake repository)."""
+    runs = Path("compare/runs")
+    # lr grids on val: the second lr wins for LoFiT, the first for the baselines
+    for run, (task, _) in RUNS.items():
+        names = ["mc1", "mc2"] if task == "truthfulqa" else ["exact_match"]
+        for lr, score in zip(LR_GRID["lofit"], (0.45, 0.55)):
+            val_point(runs / run / "grid-lofit" / f"lr{lr}", {m: score + 0.05 * i for i, m in enumerate(names)})
+        if run in ("mq", "cl"):
+            for method in ("lora", "red", "reft"):
+                for lr, score in zip(LR_GRID[method], (0.5, 0.25)):
+                    val_point(runs / run / f"grid-{method}" / f"lr{lr}", {"exact_match": score})
+    # Table 1 (full test set): LoFiT beats ITI on tqa0, ITI beats LoFiT on tqa1, RepE ties
+    for run, lofit, iti in (("tqa0", (7, 7), 2), ("tqa1", (4, 4), 9)):
+        seeded(run, "lofit", lofit, FULL, edited_parameters=16, choice={"lr": 0.03})
+        choice = {"top_k": 2, "alpha": 15.0, "grid_top_k": 2}
+        evaluation(runs / run / "iti", "truthfulqa", iti, FULL, {"edited_parameters": 16, "choice": choice})
+        grid = [{"top_k": 2, "alpha": 5.0, "mc1": 0.5, "mc2": 0.5}, {"top_k": 2, "alpha": 15.0, "mc1": 0.75, "mc2": 0.6}]
+        write(runs / run / "iti/search.json", {"keys": ["mc1", "mc2"], "chosen": grid[1], "grid": grid})
+    evaluation(runs / "tqa0/repe", "truthfulqa", 7, FULL,
+               {"edited_parameters": 64, "choice": {"layers": [1], "alpha": 2.0, "grid_top_layers": 0.25}})
     row = {"top_layers": 0.25, "alpha": 2.0, "mc1": 0.25, "mc2": 0.4}
-    write(Path("compare/runs/tqa0/repe/search.json"), {"keys": ["mc1", "mc2"], "chosen": row, "grid": [row]})
-    experiment(Path("compare/runs/mq/lofit-s43"), {"exact_match": 0.75}, seed=43)  # compare.lofit.seeds: [43]
-    seeded("mq/lora-s{seed}", [0.70, 0.80], edited_parameters=21)
-    seeded("mq/red-s{seed}", [0.25, 0.50], edited_parameters=42)
-    seeded("tqa0/heads-random-s{seed}", [0.25, 0.25], metric="mc1", extra={"mc2": 0.5, "mc3": 0.0})
-    seeded("tqa0/heads-iti-s{seed}", [0.75, 0.25], metric="mc1", extra={"mc2": 0.5, "mc3": 0.0})
-    for run, values in (("mq", {"mq": [0.5, 0.5], "cl": [0.75, 0.75]}), ("cl", {"mq": [0.0, 0.0], "cl": [0.25, 0.25]})):
-        for source, pair in values.items():
-            seeded(f"{run}/heads-from-{source}-s{{seed}}", pair)
-    seeded("mq/k0.25-s{seed}", [0.5, 0.5], top_k=3)
-    seeded("mq/k5-s{seed}", [0.25, 0.75], top_k=5)
-    for method, (small, large) in (("lofit", ([0.0, 0.25], [0.25, 0.5])), ("lora", ([0.25, 0.25], [0.5, 0.5]))):
-        seeded(f"mq/n2-{method}-s{{seed}}", small)
-        seeded(f"mq/n4-{method}-s{{seed}}", large)
+    write(runs / "tqa0/repe/search.json", {"keys": ["mc1", "mc2"], "chosen": row, "grid": [row]})
+    # Table 3 (full test set): LoFiT beats LoRA on mq, ReFT beats LoFiT on cl, the rest are not significant
+    for run, table in (("mq", {"lofit": (6, 6), "lora": (2, 2), "red": (6, 5), "reft": (6, 6)}),
+                       ("cl", {"lofit": (3, 3), "lora": (3, 3), "red": (2, 3), "reft": (8, 8)})):
+        for method, per_seed in table.items():
+            seeded(run, method, per_seed, FULL, edited_parameters=PARAMS.get(method, 24), choice={"lr": 0.03})
+    # ablations (the first PREFIX rows), at LoFiT's chosen lr
+    seeded("tqa0", "heads-random", (2, 2), PREFIX, edited_parameters=16)
+    seeded("tqa0", "heads-iti", (7, 6), PREFIX, edited_parameters=16)
+    for run, sources in (("mq", {"mq": (6, 6), "cl": (1, 1)}), ("cl", {"mq": (3, 3), "cl": (3, 3)})):
+        for source, per_seed in sources.items():
+            seeded(run, f"heads-from-{source}", per_seed, PREFIX, edited_parameters=24)
+    for k, heads, per_seed, val in (("1", 1, (2, 2), 0.2), ("0.5", 6, (8, 8), 0.8)):  # val picks K=6 over the main 0.55
+        seeded("mq", f"k{k}", per_seed, PREFIX, top_k=heads, edited_parameters=8 * heads)
+        for seed in SEEDS:
+            val_point(runs / "mq" / f"k{k}-s{seed}", {"exact_match": val})
+    for size, lofit, lora in ((2, (1, 1), (5, 5)), (4, (4, 4), (4, 4))):
+        seeded("mq", f"n{size}-lofit", lofit, PREFIX)
+        seeded("mq", f"n{size}-lora", lora, PREFIX)
 
 
 @pytest.fixture
@@ -172,68 +175,130 @@ def compare_report(monkeypatch):
 
 
 @pytest.fixture
-def repo(tmp_path, monkeypatch):
+def repo(tmp_path, monkeypatch, compare_report):
     monkeypatch.chdir(tmp_path)
     build_tree(tmp_path)
     build_compare()
+    monkeypatch.setattr(compare_report.Study, "train_examples", lambda self, run: 6)  # the fake runs have no raw data
     return tmp_path
+
+
+@pytest.fixture
+def report(repo, compare_report):
+    compare_report.main()
+    return (repo / "reports/comparison.md").read_text(), json.loads((repo / "reports/comparison.json").read_text())
 
 
 def test_prefix_metrics(tmp_path, compare_report):
     build_tree(tmp_path)
     for name, task in (("tqa0", "truthfulqa"), ("mq", "mquake")):
-        for method in ("base", "lofit"):
-            folder = tmp_path / "runs" / name / "eval" / method
-            summary = json.loads((folder / "summary.json").read_text())
-            assert compare_report.prefix_metrics(folder / "predictions.jsonl", task, None) == pytest.approx(summary)
-    assert compare_report.prefix_metrics(tmp_path / "runs/tqa0/eval/base/predictions.jsonl", "truthfulqa", 4) == \
-        pytest.approx({"mc1": 0.25, "mc2": 0.4, "mc3": 0.25, "num_examples": 4})
-    assert compare_report.prefix_metrics(tmp_path / "runs/mq/eval/lofit/predictions.jsonl", "mquake", 4) == \
-        {"exact_match": 0.5, "num_examples": 4}
+        folder = tmp_path / "runs" / name / "eval" / "base"
+        summary = json.loads((folder / "summary.json").read_text())
+        assert compare_report.prefix_metrics(folder / "predictions.jsonl", task, None) == pytest.approx(summary)
+    assert compare_report.prefix_metrics(tmp_path / "runs/mq/eval/lofit/predictions.jsonl", "mquake", 10) == \
+        {"exact_match": 0.5, "num_examples": 10}
 
 
-def test_report(repo, compare_report, monkeypatch):
-    monkeypatch.setattr(compare_report.Study, "train_examples", lambda self, run: 6)  # the fake runs have no raw data
-    compare_report.main()
-    text = (repo / "reports/comparison.md").read_text()
-    data = json.loads((repo / "reports/comparison.json").read_text())
-    lofit_sd = 100 * statistics.stdev([0.5, 0.75])  # LoFiT on mq: main run 0.5 (4-row prefix of 6) + seed 43 at 0.75
-    # Table 1: base/LoFiT rescored on the first 4 rows; ITI beats LoFiT on fold 0 MC1
-    assert "the first 4 test examples (4/4 for tqa0, tqa1)" in text
-    assert "| base | — | 0 | 25.0 ± — (n=1) | 40.0 ± — (n=1) | 25.0 ± — (n=1) | 30.0 ± — (n=1) |" in text
-    assert "tqa0: K=2, α=15.0; tqa1: K=2, α=15.0" in text
-    assert "ITI beats LoFiT on tqa0 MC1: 75.0 vs 50.0" in text
-    assert "ITI beats LoFiT on tqa1 MC1" not in text
-    assert "|  | 0.2 | 5.0 | 50.0 | 50.0 |\n| ✓ | 0.2 | 15.0 | 75.0 | 60.0 |" in text
-    assert "tqa0: layers=[1], α=2.0 |" in text
-    assert data["truthfulqa"]["mean"]["lofit"]["mc2"] == {"mean": 0.55, "n": 1}
-    assert data["truthfulqa"]["mean"]["iti"]["mc2"]["mean"] == pytest.approx(0.475)
-    assert "repe" not in data["truthfulqa"]["tqa1"]
-    # Table 3: two seeds → mean ± sample sd; the planted LoRA win is stated; % of the 105-parameter model
-    assert f"| LoFiT | 24 | 22.9 % | 62.5 ± {lofit_sd:.1f} (n=2) |" in text  # 24 of the 105 parameters, not bold
-    assert "| LoRA | 21 | 20 % | **75.0 ± 7.1 (n=2)** |" in text
-    assert "LoRA beats LoFiT on mq EM: 75.0 vs 62.5" in text
-    assert "RED beats LoFiT" not in text
-    assert data["peft"]["mq"]["lora"] == {"exact_match": {"mean": 0.75, "sd": sd(0.7, 0.8), "n": 2}, "trainable_parameters": 21}
-    assert data["peft"]["mq"]["lofit"]["exact_match"]["sd"] == sd(0.5, 0.75)
-    # OOD: same sample as the main OOD stages
-    assert "ITI beats LoFiT on mmlu acc: 66.7 vs 33.3" in text
-    assert data["ood"]["triviaqa"]["iti"]["exact_match"]["mean"] == round(2 / 3, 4)
-    # step 2 on other heads, head swap, K sweep, data efficiency
-    assert data["head_source"]["tqa0"]["iti_heads"]["mc1"] == {"mean": 0.5, "sd": sd(0.75, 0.25), "n": 2}
-    assert "heads from cl beats mq's own heads on mq EM: 75.0 vs 50.0" in text
-    assert "heads from mq beats cl" not in text
-    assert data["head_swap"]["cl"]["cl"]["exact_match"]["mean"] == 0.25
-    assert list(data["k_sweep"]["mq"]) == ["base", "k0.25", "main", "k5"]
-    assert data["k_sweep"]["mq"]["k5"] == {"heads": 5, "exact_match": {"mean": 0.5, "sd": sd(0.25, 0.75), "n": 2}}
-    assert f"| main run (top_k=3) | 3 | **62.5 ± {lofit_sd:.1f} (n=2)** |" in text
-    assert data["data_efficiency"]["mq"]["lora"]["n6"]["exact_match"]["mean"] == 0.75  # full point = the Table 3 LoRA run
-    assert data["data_efficiency"]["mq"]["lofit"]["n6"]["exact_match"]["mean"] == 0.625
-    assert "LoRA beats LoFiT on mq EM with 2 examples: 25.0 vs 12.5" in text
-    # layers of the top-K heads: counts add up to K
-    assert {run: sum(counts.values()) for run, counts in data["head_layers"].items()} == {"tqa0": 2, "tqa1": 2, "mq": 3, "cl": 3}
+def test_every_cell_has_an_interval_and_every_claim_its_test(report):
+    text, _ = report
+    cells = re.findall(r"\d+\.\d ± (?:—|\d+\.\d) \(n=\d\)( \[\d+\.\d, \d+\.\d\])?", text)
+    assert cells and all(cells), "a table cell without its 95 % interval"
+    claims = [line for line in text.splitlines() if re.match(r"\S.* on .*: (not significant, )?\d", line)]
+    assert claims
+    for line in claims:
+        p = float(re.search(r"p = ([0-9.e-]+)\)", line).group(1))
+        assert (p < 0.05) == (" beats " in line), line
+        assert (p >= 0.05) == ("not significant" in line), line
+    assert len(claims) == text.count(" p = ")  # no comparison sentence outside the claim rule
+
+def test_tables_on_full_test_sets_with_claims_both_ways(report):
+    text, data = report
+    assert f"the first {FULL} test examples" not in text
+    assert f"on all test examples ({FULL}/{FULL} for tqa0, tqa1)" in text
+    assert "LoFiT beats ITI on tqa0 MC1: 70.0 vs 20.0" in text
+    assert "ITI beats LoFiT on tqa1 MC1: 90.0 vs 40.0" in text  # LoFiT loses: said plainly
+    assert "RepE vs LoFiT on tqa0 MC1: not significant, 70.0 vs 70.0" in text
+    assert "LoFiT beats LoRA on mq EM: 60.0 vs 20.0" in text
+    assert "ReFT beats LoFiT on cl EM: 80.0 vs 30.0" in text
+    assert "RED vs LoFiT on mq EM: not significant" in text
+    assert data["truthfulqa"]["tqa0"]["lofit"]["mc1"]["examples"] == FULL
+    assert data["truthfulqa"]["tqa0"]["lofit"]["mc1"]["n"] == 2
+    low, high = data["peft"]["cl"]["reft"]["exact_match"]["ci"]
+    assert low < 0.8 < high
+    assert "seeds [42, 43]" in text
+
+
+def test_lr_grids_print_val_scores_and_choice(report):
+    text, _ = report
+    assert "Validation lr grid of LoFiT on tqa0 (✓ = chosen; val in %):" in text
+    assert "|  | 0.01 | 45.0 | 50.0 |\n| ✓ | 0.03 | 55.0 | 60.0 |" in text
+    assert "Validation lr grid of ReFT on cl (✓ = chosen; val in %):" in text
+    assert "| ✓ | 0.001 | 50.0 |\n|  | 0.003 | 25.0 |" in text
+    assert "lr=0.03" in text  # LoFiT's choice in Table 1's choice column
+
+
+def test_table3_has_reft_with_parameters_and_share_of_the_model(report):
+    text, data = report
+    # the row lists trainable parameters and their share of the 105-parameter model
+    assert re.search(r"\| ReFT \| 40 \| 38\.1 % \| .*\*\*80\.0 ± 0\.0 \(n=2\) \[", text)
+    assert "| LoRA | 21 | 20 % |" in text
+    assert data["peft"]["mq"]["reft"]["trainable_parameters"] == 40
+    assert data["peft"]["cl"]["reft"]["exact_match"]["mean"] == 0.8
+
+
+def test_ablations_compare_with_lofit_at_its_chosen_lr_on_one_prefix(report):
+    text, data = report
+    # LoFiT heads = the Table rows on the prefix (70 %), not the main run (50 %)
+    assert data["head_source"]["tqa0"]["lofit_heads"]["mc1"]["mean"] == 0.7
+    assert data["head_source"]["tqa0"]["lofit_heads"]["mc1"]["examples"] == PREFIX
+    assert "LoFiT heads beats random heads on tqa0 MC1: 70.0 vs 20.0" in text
+    assert "mq's own heads beats heads from cl on mq EM: 60.0 vs 10.0" in text
+    # K sweep: K chosen on val (K=6, val 80 %), the main K is LoFiT's Table row
+    assert data["k_sweep"]["mq"]["k0.5"]["chosen_on_val"] is True
+    assert data["k_sweep"]["mq"]["main"]["exact_match"]["mean"] == 0.6
+    assert re.search(r"\| ✓ \| top_k=0\.5 \| 6 \| 80\.0 \| \*\*80\.0", text)
+    # data efficiency: the full point is the Table rows read on the same prefix
+    full_point = data["data_efficiency"]["mq"]["lofit"]["n6"]["exact_match"]
+    assert (full_point["mean"], full_point["examples"]) == (0.6, PREFIX)
+    assert data["data_efficiency"]["mq"]["lora"]["n6"]["exact_match"]["mean"] == 0.2
+    assert "LoRA beats LoFiT on mq EM with 2 examples: 50.0 vs 10.0" in text
+    assert "LoFiT beats LoRA on mq EM with 6 examples: 60.0 vs 20.0" in text
+    assert "full = the Table 1/3 rows (lr chosen on val) read on the same prefix" in text
+    assert f"the first {PREFIX} test examples" in text
+
+
+def test_captions_say_what_the_cpu_plan_leaves_out(report):
+    text, _ = report
+    assert "This is the CPU plan: the GPU plan (`compare.plan: *gpu_plan`) runs seeds [42, 43, 44]" in text
+    assert "The CPU plan leaves out the K sweep on cl (GPU plan only)." in text
+
+
+def test_frontier_has_a_point_per_method_and_k(report, repo):
+    text, data = report
+    assert set(data["frontier"]["mq"]) == {"LoFiT", "LoRA", "RED", "ReFT", "LoFiT K=1", "LoFiT K=6",
+                                           "LoFiT, K and lr chosen on val (K=6)"}
+    assert data["frontier"]["mq"]["LoFiT, K and lr chosen on val (K=6)"] == data["frontier"]["mq"]["LoFiT K=6"]
+    assert data["frontier"]["mq"]["ReFT"]["parameters"] == 40
+    assert set(data["frontier"]["tqa0"]) == {"LoFiT", "ITI", "RepE"}
+    assert all(len(point[metric]["ci"]) == 2 for run in data["frontier"].values()
+               for point in run.values() for metric in point if metric != "parameters")
+    for run in RUNS:
+        assert f"![frontier of {run}](comparison/frontier-{run}.png)" in text
+        assert (repo / "reports/comparison" / f"frontier-{run}.png").stat().st_size > 0
     for name in ("head_swap", "k_sweep", "data_efficiency", "head_layers"):
         assert (repo / "reports/comparison" / f"{name}.png").stat().st_size > 0
+
+
+def test_frontier_plot_is_written_and_stale_ones_dropped(tmp_path, monkeypatch, compare_report):
+    from comparison import plots
+
+    monkeypatch.setattr(plots, "PLOTS", tmp_path)
+    point = {"mean": 0.5, "low": 0.4, "high": 0.6}
+    name = plots.frontier("mq", "EM", {"LoFiT": (24, point), "LoRA": (21, point), "LoFiT K=6": (48, point)}, point)
+    assert name == "frontier-mq.png"
+    assert (tmp_path / name).stat().st_size > 0
+    plots.drop_optional()  # a run no longer configured leaves no frontier behind
+    assert not (tmp_path / name).exists()
 
 
 @pytest.mark.parametrize("profile,expected", [({}, 134), ({"train_limit": 10}, 10)])
@@ -241,21 +306,23 @@ def test_full_data_point_is_the_main_runs_training_set(profile, expected, tmp_pa
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "raw").symlink_to(shared_data)
+    plan = {"seeds": [42], "ablation_seeds": [42]}
     params = {
         "profile": "p", "profiles": {"p": profile}, "seed": 42, "model": {"device": "cpu"},
         "runs": {"mq": {"task": "mquake", "options": {}}},
-        "compare": {"seeds": [42], "eval_limit": {"cpu": None}},
+        "compare": {"eval_limit": {"cpu": None}, "plans": {"cpu": plan}, "plan": plan},
     }
     assert compare_report.Study(params).train_examples("mq") == expected
 
 
 def test_unconfigured_section_has_no_plot(repo, compare_report):
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["compare"]["data_efficiency"]["runs"] = []
+    params["compare"]["plans"]["cpu"]["data_efficiency"]["runs"] = []
+    params["compare"]["plan"] = params["compare"]["plans"]["cpu"]
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     compare_report.main()
     text = (repo / "reports/comparison.md").read_text()
-    assert "Not configured (compare.data_efficiency.runs is empty)." in text
+    assert "Not configured (compare.plan.data_efficiency.runs is empty). The CPU plan leaves out data efficiency on mq" in text
     assert not (repo / "reports/comparison/data_efficiency.png").exists()
     assert "data_efficiency" not in json.loads((repo / "reports/comparison.json").read_text())
 
@@ -270,6 +337,6 @@ def test_missing_experiment_names_path_and_stage(repo, compare_report):
 
 
 def test_other_sample_size_is_refused(repo, compare_report):
-    write(repo / "compare/runs/tqa1/iti/summary.json", {"mc1": 0.5, "mc2": 0.5, "mc3": 0.5, "num_examples": 6})
-    with pytest.raises(SystemExit, match=r"compare/runs/tqa1/iti/summary\.json scored 6 examples, the main rows 4"):
+    evaluation(repo / "compare/runs/tqa1/iti", "truthfulqa", 9, PREFIX)
+    with pytest.raises(SystemExit, match=rf"compare/runs/tqa1/iti/summary\.json scored {PREFIX} examples, the main rows {FULL}"):
         compare_report.main()

@@ -26,9 +26,11 @@ def save(figure: plt.Figure, name: str) -> None:
 
 
 def drop_optional() -> None:
-    """A section no longer configured leaves no stale plot."""
+    """A section (or a frontier run) no longer configured leaves no stale plot."""
     for name in OPTIONAL_PLOTS:
         (PLOTS / name).unlink(missing_ok=True)
+    for path in PLOTS.glob("frontier-*.png"):
+        path.unlink()
 
 
 def plot_points(axis: plt.Axes, points: dict[float, Stat], **style: Any) -> None:
@@ -96,3 +98,26 @@ def head_layers(counts: dict[str, list[int]]) -> None:
     axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.suptitle("layers of the top-K step-1 heads")
     save(figure, "head_layers.png")
+
+
+def frontier(run: str, label: str, points: dict[str, tuple[int, Stat]], base: Stat) -> str:
+    """One run's parameter-efficiency frontier: each method's test metric with its 95 % interval
+    against its parameter count (log x), the K sweep as one line, the val-chosen LoFiT as a star,
+    base as a dashed line. Writes frontier-RUN.png and returns its name."""
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    sweep = sorted((params, s) for name, (params, s) in points.items() if name.startswith("LoFiT K="))
+    if sweep:
+        axis.plot([p for p, _ in sweep], [100 * s["mean"] for _, s in sweep], color="tab:blue", alpha=0.4, linestyle=":")
+    markers = iter("osD^vP<>Xh")
+    for name, (params, s) in points.items():
+        chosen = "chosen on val" in name
+        axis.errorbar(params, 100 * s["mean"], yerr=[[100 * (s["mean"] - s["low"])], [100 * (s["high"] - s["mean"])]],
+                      fmt="*" if chosen else next(markers, "o"), markersize=14 if chosen else 6, capsize=3,
+                      color="red" if chosen else None, label=name)
+    axis.axhline(100 * base["mean"], color="gray", linestyle="--", label="base")
+    axis.set(title=f"{run}: {label} vs parameters", xlabel="trainable / edited parameters (log)",
+             ylabel=f"test {label} (%) [95 % CI]", xscale="log")
+    axis.legend(fontsize=6, loc="best")
+    name = f"frontier-{run}.png"
+    save(figure, name)
+    return name

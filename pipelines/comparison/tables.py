@@ -1,18 +1,20 @@
 """Statistics over seeds and the markdown tables of the comparison report.
 
-A `Result` maps a seed to one evaluation's summary; a `Stat` is one metric's mean, sample sd (two
-or more seeds) and seed count. Comparisons use the mean as printed (0.1 point), so float noise
-between equal scores is never a win.
+A `Result` maps a seed to one evaluation's summary with its per-example `outcomes` (metric → one
+value per test example); a `Stat` is one metric's mean, sample sd (two or more seeds), seed count
+and 95 % bootstrap interval, with the protocol's `Cell` behind it for paired tests. A "beats" line
+is written only at paired p < 0.05 (`comparison.protocol.claim`).
 """
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
+
+from comparison.protocol import cell, claim
 
 METRICS = {"mc1": "MC1", "mc2": "MC2", "exact_match": "EM", "accuracy": "acc"}
 Result = dict[int, dict[str, Any]]  # seed -> summary of one evaluation
-Stat = dict[str, float]  # mean, n, and sd when there are two or more seeds
+Stat = dict[str, Any]  # mean, n, low, high, cell, and sd when there are two or more seeds
 Section = tuple[list[str], dict]  # markdown lines, comparison.json entry
 
 
@@ -20,10 +22,10 @@ def stat(result: Result | None, metric: str) -> Stat | None:
     """Mean, sample sd (two or more seeds) and seed count of one metric."""
     if not result:
         return None
-    values = [summary[metric] for summary in result.values()]
-    out: Stat = {"mean": statistics.fmean(values), "n": len(values)}
-    if len(values) > 1:
-        out["sd"] = statistics.stdev(values)
+    computed = cell({seed: summary["outcomes"][metric] for seed, summary in result.items()})
+    out: Stat = {"mean": computed.mean, "n": computed.n, "low": computed.low, "high": computed.high, "cell": computed}
+    if computed.sd is not None:
+        out["sd"] = computed.sd
     return out
 
 
@@ -35,6 +37,7 @@ def pooled(results: list[Result], metrics: list[str]) -> Result:
         total = sum(row["num_examples"] for row in rows)
         out[seed] = {m: sum(row[m] * row["num_examples"] for row in rows) / total for m in metrics}
         out[seed]["num_examples"] = total
+        out[seed]["outcomes"] = {m: [x for row in rows for x in row["outcomes"][m]] for m in metrics}
     return out
 
 
@@ -45,12 +48,13 @@ def percent(s: Stat) -> float:
 
 def fmt(s: Stat, bold: bool) -> str:
     sd = f"{100 * s['sd']:.1f}" if "sd" in s else "—"
-    text = f"{100 * s['mean']:.1f} ± {sd} (n={s['n']})"
+    text = f"{100 * s['mean']:.1f} ± {sd} (n={s['n']}) [{100 * s['low']:.1f}, {100 * s['high']:.1f}]"
     return f"**{text}**" if bold else text
 
 
-def rounded(s: Stat) -> dict[str, float]:
-    return {k: v if k == "n" else round(v, 4) for k, v in s.items()}
+def rounded(s: Stat) -> dict[str, Any]:
+    """The json form of a Stat: mean, sd, n, ci and the number of test examples."""
+    return s["cell"].to_json()
 
 
 def table(header: list[str], rows: list[list[Any]], by_row: bool = False) -> list[str]:
@@ -71,12 +75,12 @@ def table(header: list[str], rows: list[list[Any]], by_row: bool = False) -> lis
 
 
 def beats(reference: str, ref: Stat | None, others: dict[str, Stat | None], where: str) -> list[str]:
-    """One explicit line per method whose mean beats the reference (LoFiT) on `where`, as printed
-    (to 0.1 point: float noise between equal scores is not a win)."""
+    """One line per method against the reference (LoFiT) on `where`: who beats whom where a paired
+    test on the same examples gives p < 0.05, else "not significant" (`protocol.claim`)."""
     if ref is None:
         return []
-    return [f"{name} beats {reference} on {where}: {percent(s):.1f} vs {percent(ref):.1f}"
-            for name, s in others.items() if s is not None and percent(s) > percent(ref)]
+    return [claim(name, s["cell"], reference, ref["cell"], where) for name, s in others.items()
+            if s is not None and s["cell"].examples == ref["cell"].examples]
 
 
 def method_table(rows: dict[str, dict[str, Result]], metrics: dict[str, list[str]], reference: str,
@@ -96,5 +100,6 @@ def joined(values: Any) -> str:
     return " / ".join(dict.fromkeys(str(v) for v in values))
 
 
-def not_configured(title: str, keys: str) -> Section:
-    return [title, "", f"Not configured ({keys} empty)."], {}
+def not_configured(title: str, keys: str, note: str = "") -> Section:
+    """A section the active plan does not run; `note` says whether the GPU plan does."""
+    return [title, "", f"Not configured ({keys} empty).{note}"], {}
