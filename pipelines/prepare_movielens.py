@@ -4,7 +4,7 @@ From GroupLens' ml-100k.zip when `--zip` is given (its ratings must convert to e
 wheel's), else from the pinned RecBole 1.2.1 wheel (`--wheel`, $LOFIT_RECBOLE_WHEEL, the lofit
 cache, or downloaded from PyPI). The licence forbids redistribution: the output is local only.
 
-    python pipelines/prepare_movielens.py --dest data/raw/movielens [--zip ml-100k.zip | --wheel recbole-1.2.1-py3-none-any.whl]
+    python pipelines/prepare_movielens.py --dest data/restricted/movielens [--zip ml-100k.zip | --wheel recbole-1.2.1-py3-none-any.whl]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from lofit.data.sources import DataSourceError  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dest", default="data/raw/movielens", help="folder for ratings.tsv and movies.tsv")
+    parser.add_argument("--dest", default="data/restricted/movielens", help="folder for ratings.tsv and movies.tsv")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--zip", dest="zip_path", help="a local ml-100k.zip (GroupLens)")
     source.add_argument("--wheel", dest="wheel_path", help="a local recbole-1.2.1-py3-none-any.whl")
