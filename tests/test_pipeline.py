@@ -2,7 +2,9 @@
 
 Runs the real pipeline in a copy of the repository, checks the metrics files and the results
 table, then changes one step-2 parameter of one run and checks that only the stages that depend
-on it rerun. Last, the opt-in comparison pipeline (compare/dvc.yaml) runs on a small grid.
+on it rerun. Last, the opt-in comparison pipeline (compare/dvc.yaml) runs on a tiny plan. The copy
+holds the opt-in recommend/dvc.yaml too, which DVC parses with every `dvc repro` (never run here: it
+needs the licensed MovieLens data).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def pipeline_repo(tmp_path_factory, shared_data, tokenizer):
     repo.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, repo / name)
-    for folder in ("pipelines", "lofit", "compare", "data/examples"):
+    for folder in ("pipelines", "lofit", "compare", "recommend", "data/examples"):
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["profile"] = "test"
@@ -128,31 +130,41 @@ def test_changing_one_param_reruns_only_its_dependents(pipeline_repo):
     assert ran_stages(dvc(repo, "repro")) == set()
 
 
-TINY_COMPARE = {
-    "seeds": [42, 7],
-    "eval_limit": {"cpu": 2, "cuda": None},
+TINY_PLAN = {
+    "seeds": [42, 7],  # Tables 1 and 3: the main seed (its grid point, scored) and one retrained seed
+    "ablation_seeds": [42],
+    "lr_grid": {"lofit": [1.0e-2, 3.0e-2], "lora": [3.0e-4, 1.0e-3], "red": [1.0e-2, 3.0e-2], "reft": [1.0e-3, 3.0e-3]},
+    "lofit": {"runs": ["truthfulqa_fold0", "mquake"]},
     "iti": {"runs": ["truthfulqa_fold0"], "top_k": [2, 3], "alpha": [1.0, 5.0]},
     "repe": {"runs": ["truthfulqa_fold0"], "top_layers": [1], "alpha": [1.0, 2.0]},
-    "peft": {
-        "runs": ["mquake"],
-        "methods": ["lora", "red"],
-        "lora": {"r": 2, "lora_alpha": 4.0, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "lr": 1.0e-3},
-        "red": {"lr": 1.0e-2},
-    },
-    "random_heads": {"runs": ["truthfulqa_fold0"]},
+    "peft": {"runs": ["mquake"], "methods": ["lora", "red", "reft"]},
+    "random_heads": {"runs": ["mquake"]},
     "iti_heads": {"runs": ["truthfulqa_fold0"]},
-    "head_swap": {"runs": ["mquake", "clutrr"]},
+    "head_swap": {"runs": ["truthfulqa_fold0", "mquake"]},
     "k_sweep": {"runs": ["mquake"], "top_k": [1, 0.5]},
     "data_efficiency": {"runs": ["mquake"], "train_size": [2], "methods": ["lofit", "lora"]},
-    "lofit": {"runs": ["mquake"], "seeds": [7]},
-    "ood": {"methods": ["iti", "repe"]},
+    "ood": {"methods": ["iti"]},
 }
+TINY_COMPARE = {
+    "eval_limit": {"cpu": 2, "cuda": None},  # the ablations' prefix; Tables 1 and 3: the profile's 3 examples
+    "methods": {
+        "lora": {"r": 2, "lora_alpha": 4.0, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+        "red": {},
+        "reft": {"rank": 2, "first": 1, "last": 1, "layers": None, "tied": False, "init": "random"},
+    },
+    # both kinds share the tiny plan; `plan` must equal the plan of model.device (cpu here)
+    "plans": {"gpu": TINY_PLAN, "cpu": TINY_PLAN},
+    "plan": TINY_PLAN,
+}
+TRAINED = {"lofit": ("truthfulqa_fold0", "mquake"), "lora": ("mquake",), "red": ("mquake",), "reft": ("mquake",)}
 
 
-def compare_info(repo: Path, run: str, label: str) -> dict:
+def compare_folder(repo: Path, run: str, label: str, examples: int) -> dict:
+    """The info.json of compare/runs/RUN/LABEL, after checking its summary scored `examples` test rows."""
     folder = repo / "compare" / "runs" / run / label
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["num_examples"] == 2, folder
+    assert summary["num_examples"] == examples, folder
+    assert len((folder / "predictions.jsonl").read_text().splitlines()) == examples, folder
     return json.loads((folder / "info.json").read_text())
 
 
@@ -163,35 +175,67 @@ def test_comparison_pipeline_runs_every_baseline_and_ablation(pipeline_repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert ran_stages(dvc(repo, "repro")) == set(), "the main pipeline must not depend on the comparison"
     stages = ran_stages(dvc(repo, "repro", "compare/dvc.yaml"))
-    assert {"iti@truthfulqa_fold0", "repe@truthfulqa_fold0", "compare_report"} <= stages
-    assert {f"peft@mquake-{m}-{s}" for m in ("lora", "red") for s in (42, 7)} <= stages
+    grid = TINY_PLAN["lr_grid"]
+    assert {f"grid_{m}@{run}-{lr}" for m, runs in TRAINED.items() for run in runs for lr in grid[m]} <= stages
+    assert {f"lofit@{run}-{s}" for run in TRAINED["lofit"] for s in (42, 7)} <= stages
+    assert {f"peft@mquake-{m}-{s}" for m in ("lora", "red", "reft") for s in (42, 7)} <= stages
+    assert {"iti@truthfulqa_fold0", "repe@truthfulqa_fold0", "random_heads@mquake-42", "iti_heads@truthfulqa_fold0-42",
+            "k_sweep@mquake-1-42", "k_sweep@mquake-0.5-42", "data_efficiency@mquake-2-lofit-42",
+            "data_efficiency@mquake-2-lora-42", "compare_report"} <= stages
+    assert {f"head_swap@{run}-{source}-42" for run in ("truthfulqa_fold0", "mquake")
+            for source in ("truthfulqa_fold0", "mquake")} <= stages
+    assert {f"ood@iti-{task}" for task in ("triviaqa", "nq_open", "mmlu")} <= stages
 
-    iti = compare_info(repo, "truthfulqa_fold0", "iti")
+    # every trained method's lr is a grid value chosen on val, and every seed trains at it
+    for method, runs in TRAINED.items():
+        for run in runs:
+            label = f"{method}-s{{seed}}"
+            chosen = {compare_folder(repo, run, label.format(seed=s), 3)["choice"]["lr"] for s in (42, 7)}
+            assert len(chosen) == 1 and chosen <= set(grid[method]), (method, run, chosen)
+            for lr in grid[method]:
+                val = json.loads((repo / "compare" / "runs" / run / f"grid-{method}" / f"lr{lr}" / "val.json").read_text())
+                assert val["split"] == "val" and val["num_examples"] == 2, (method, run, lr)
+    main_point = repo / "compare" / "runs" / "truthfulqa_fold0" / "grid-lofit" / "lr0.01" / "info.json"
+    assert json.loads(main_point.read_text())["reused_main_run"] is True  # the main run's lr and seed: scored, not retrained
+    retrained = compare_folder(repo, "truthfulqa_fold0", "lofit-s7", 3)
+    assert retrained["experiment"] == "table" and retrained["reused_main_run"] is False
+    lora = compare_folder(repo, "mquake", "lora-s7", 3)
+    assert lora["method"] == "lora" and lora["seed"] == 7 and lora["edited_parameters"] > 0
+    assert (repo / "compare" / "runs" / "mquake" / "lora-s7" / "train" / "lora" / "adapter_config.json").is_file()
+    assert compare_folder(repo, "mquake", "reft-s7", 3)["edited_parameters"] > 0
+
+    iti = compare_folder(repo, "truthfulqa_fold0", "iti", 3)
     search = json.loads((repo / "compare" / "runs" / "truthfulqa_fold0" / "iti" / "search.json").read_text())
     assert len(search["grid"]) == 4 and iti["choice"]["alpha"] == search["chosen"]["alpha"]
     assert iti["edited_parameters"] == iti["top_k"] * 8  # head_dim of the tiny model
-    assert compare_info(repo, "truthfulqa_fold0", "repe")["choice"]["alpha"] in (1.0, 2.0)
-    lora = compare_info(repo, "mquake", "lora-s7")
-    assert lora["method"] == "lora" and lora["seed"] == 7 and lora["edited_parameters"] > 0
-    assert (repo / "compare" / "runs" / "mquake" / "lora-s7" / "lora" / "adapter_config.json").is_file()
-    assert compare_info(repo, "truthfulqa_fold0", "heads-random-s42")["heads_source"] == "random"
-    assert compare_info(repo, "truthfulqa_fold0", "heads-iti-s7")["heads_source"] == "iti"
-    assert compare_info(repo, "mquake", "heads-from-mquake-s42")["reused_main_run"] is True
-    assert compare_info(repo, "mquake", "heads-from-mquake-s7")["reused_main_run"] is False
-    assert compare_info(repo, "clutrr", "heads-from-mquake-s42")["heads_source"] == "mquake"
-    assert compare_info(repo, "mquake", "k0.5-s42")["top_k"] == 4  # half of the tiny model's 8 heads
-    assert compare_info(repo, "mquake", "n2-lofit-s42")["train_size"] == 2
-    assert compare_info(repo, "mquake", "lofit-s7")["experiment"] == "lofit_seeds"
-    for method in ("iti", "repe"):
-        for task in ("triviaqa", "nq_open", "mmlu"):
-            assert (repo / "compare" / "runs" / "ood" / method / task / "summary.json").is_file()
+    assert compare_folder(repo, "truthfulqa_fold0", "repe", 3)["choice"]["alpha"] in (1.0, 2.0)
+    lofit_lr = compare_folder(repo, "mquake", "lofit-s42", 3)["choice"]["lr"]
+    random_heads = compare_folder(repo, "mquake", "heads-random-s42", 2)
+    assert random_heads["heads_source"] == "random" and random_heads["choice"]["lr"] == lofit_lr
+    assert compare_folder(repo, "truthfulqa_fold0", "heads-iti-s42", 2)["heads_source"] == "iti"
+    assert compare_folder(repo, "truthfulqa_fold0", "heads-from-mquake-s42", 2)["heads_source"] == "mquake"
+    assert compare_folder(repo, "mquake", "heads-from-truthfulqa_fold0-s42", 2)["reused_main_run"] is False
+    assert compare_folder(repo, "mquake", "k0.5-s42", 2)["top_k"] == 4  # half of the tiny model's 8 heads
+    assert json.loads((repo / "compare" / "runs" / "mquake" / "k1-s42" / "val.json").read_text())["split"] == "val"
+    efficiency = compare_folder(repo, "mquake", "n2-lofit-s42", 2)
+    assert efficiency["train_size"] == 2 and efficiency["experiment"] == "data_efficiency"
+    assert (repo / "compare" / "runs" / "mquake" / "n2-lofit-s42" / "select" / "heads.json").is_file()
+    for task in ("triviaqa", "nq_open", "mmlu"):
+        assert (repo / "compare" / "runs" / "ood" / "iti" / task / "summary.json").is_file()
 
     report = (repo / "reports" / "comparison.md").read_text()
-    assert "ITI" in report and "LoRA" in report and "RED" in report and "RepE" in report
-    assert json.loads((repo / "reports" / "comparison.json").read_text())
-    assert {"head_swap.png", "k_sweep.png", "data_efficiency.png", "head_layers.png"} <= {
-        path.name for path in (repo / "reports" / "comparison").glob("*.png")
-    }
+    for row in ("ITI", "RepE", "LoRA", "RED", "ReFT"):
+        assert re.search(rf"^\| {row} \|", report, re.MULTILINE), row
+    cell = r"[\d.]+ ± (?:[\d.]+|—) \(n=\d\) \[[\d.]+, [\d.]+\]"
+    assert re.search(rf"\| LoRA \| \**{cell}", report), "Table 3 cells carry the seeds' n and a 95 % interval"
+    assert "Validation lr grid of ReFT on mquake" in report
+    comparison = json.loads((repo / "reports" / "comparison.json").read_text())
+    assert {"truthfulqa", "peft", "ood", "head_source", "head_swap", "k_sweep", "data_efficiency", "frontier"} <= set(comparison)
+    assert set(comparison["frontier"]) == {"truthfulqa_fold0", "mquake"}
+    assert any(label.startswith("LoFiT, K and lr chosen on val") for label in comparison["frontier"]["mquake"])
+    plots = {path.name for path in (repo / "reports" / "comparison").glob("*.png")}
+    assert {"head_swap.png", "k_sweep.png", "data_efficiency.png", "head_layers.png",
+            "frontier-truthfulqa_fold0.png", "frontier-mquake.png"} <= plots
     assert ran_stages(dvc(repo, "repro", "compare/dvc.yaml")) == set()
 
 
