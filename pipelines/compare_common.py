@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from common import COMPARE_RUNS, EDIT_FOLDERS, RunParams, limit_for, metric_names
 from comparison.protocol import VAL_FILE, choose_lr
+from comparison.protocol import active_plan as protocol_plan
 
 from lofit.cli import evaluate
 from lofit.io import write_json
@@ -25,21 +26,9 @@ INFO_FILE = "info.json"
 TRAINED = ("lofit", "lora", "red", "reft")  # methods with an lr grid
 
 
-def device_kind(params: dict[str, Any]) -> str:
-    """`gpu` or `cpu`: the plan for model.device (the rule of `common.limit_for`)."""
-    return "gpu" if str(params["model"]["device"]).startswith("cuda") else "cpu"
-
-
 def active_plan(params: dict[str, Any]) -> dict[str, Any]:
-    """`compare.plans[kind]` for model.device; `compare.plan` (what compare/dvc.yaml expands) must be it."""
-    compare, kind = params["compare"], device_kind(params)
-    if kind not in compare["plans"]:
-        raise SystemExit(f"params.yaml: compare.plans has no '{kind}' plan (model.device {params['model']['device']})")
-    plan = compare["plans"][kind]
-    if compare["plan"] != plan:
-        raise SystemExit(f"params.yaml: compare.plan is not compare.plans.{kind}, the plan for model.device "
-                         f"{params['model']['device']!r}: set `plan: *{kind}_plan`")
-    return plan
+    """The compare plan for model.device (`comparison.protocol.active_plan`)."""
+    return protocol_plan(params, "compare", "{kind}_plan")
 
 
 def grid_dir(run: str, method: str) -> Path:

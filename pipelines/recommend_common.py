@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from common import EDIT_FOLDERS, MODEL_DIR, load_params
-from comparison.protocol import VAL_FILE, choose_lr, lr_label
+from comparison.protocol import VAL_FILE, choose_lr
+from comparison.protocol import active_plan as protocol_plan, lr_label
 
 from lofit.backbone import BackboneConfig
 from lofit.io import write_json
@@ -30,21 +31,9 @@ RUNS = Path("recommend/runs")
 INFO_FILE = "info.json"
 
 
-def device_kind(params: dict[str, Any]) -> str:
-    """`gpu` or `cpu`: the plan for model.device."""
-    return "gpu" if str(params["model"]["device"]).startswith("cuda") else "cpu"
-
-
 def active_plan(params: dict[str, Any]) -> dict[str, Any]:
-    """`recommend.plans[kind]` for model.device; `recommend.plan` (what recommend/dvc.yaml expands) must be it."""
-    recommend, kind = params["recommend"], device_kind(params)
-    if kind not in recommend["plans"]:
-        raise SystemExit(f"params.yaml: recommend.plans has no '{kind}' plan (model.device {params['model']['device']})")
-    plan = recommend["plans"][kind]
-    if recommend["plan"] != plan:
-        raise SystemExit(f"params.yaml: recommend.plan is not recommend.plans.{kind}, the plan for model.device "
-                         f"{params['model']['device']!r}: set `plan: *rec_{kind}_plan`")
-    return plan
+    """The recommend plan for model.device (`comparison.protocol.active_plan`)."""
+    return protocol_plan(params, "recommend", "rec_{kind}_plan")
 
 
 def grid_size_for(plan: dict[str, Any], size: int) -> int:

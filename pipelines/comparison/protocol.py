@@ -30,6 +30,21 @@ ALPHA = 0.05
 CONFIDENCE = 0.95
 
 
+def active_plan(params: Mapping[str, Any], section: str, anchor: str) -> dict[str, Any]:
+    """`params[section].plans[gpu|cpu]` for model.device; `params[section].plan` (what the study's
+    dvc.yaml expands) must be that plan, else the error names the YAML anchor to point it at
+    (`anchor` with `{kind}`, e.g. `{kind}_plan`)."""
+    block, device = params[section], str(params["model"]["device"])
+    kind = "gpu" if device.startswith("cuda") else "cpu"
+    if kind not in block["plans"]:
+        raise SystemExit(f"params.yaml: {section}.plans has no '{kind}' plan (model.device {device})")
+    plan = block["plans"][kind]
+    if block["plan"] != plan:
+        raise SystemExit(f"params.yaml: {section}.plan is not {section}.plans.{kind}, the plan for model.device "
+                         f"{device!r}: set `plan: *{anchor.format(kind=kind)}`")
+    return plan
+
+
 def lr_label(lr: float) -> str:
     """The folder of one grid point: `lr` + str(value), exactly as DVC renders `${item.lr}`."""
     return f"lr{float(lr)}"

@@ -1,0 +1,49 @@
+"""Stage outputs that a fresh clone must not recompute are in git, not only in the DVC cache.
+
+The DVC cache does not survive a new machine; the main and comparison studies keep every stage
+output except the raw data and the converted model in git (`cache: false`), and `.gitignore` must
+not hide them, or a clone would rerun finished stages (or lose a part-run study).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHED = {"data/models/base", "data/raw"}  # large, rebuilt from pinned sources
+
+
+def declared_outputs(dvc_file: Path) -> list[tuple[str, str, dict]]:
+    """(stage, path, options) of every `outs`/`metrics`/`plots` entry, paths as written."""
+    stages = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))["stages"]
+    found = []
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        for key in ("outs", "metrics", "plots"):
+            for entry in body.get(key, []):
+                path, options = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+                found.append((name, path, options or {}))
+    return found
+
+
+@pytest.mark.parametrize("dvc_file", ["dvc.yaml", "compare/dvc.yaml"])
+def test_every_small_output_is_kept_in_git(dvc_file):
+    outputs = declared_outputs(ROOT / dvc_file)
+    assert outputs
+    for stage, path, options in outputs:
+        if path in CACHED:
+            continue
+        assert options.get("cache") is False, f"{dvc_file}: stage {stage} output {path} is DVC-cached only"
+
+
+def test_gitignore_does_not_hide_the_comparison_outputs():
+    probe = ["compare/runs/mquake/lora-s42/summary.json", "compare/runs/mquake/lora-s42/train/adapter/adapter_model.safetensors",
+             "compare/runs/mquake/grid-lofit/lr0.01/val.json", "runs/mquake/tune/adapter/adapter_config.json"]
+    hidden = subprocess.run(["git", "check-ignore", *probe], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert hidden == []
+    checkpoint = "compare/runs/mquake/lora-s42/train/checkpoints/last.ckpt"
+    assert subprocess.run(["git", "check-ignore", "-q", checkpoint], cwd=ROOT).returncode == 0
