@@ -230,12 +230,14 @@ def test_queue_is_bounded(tiny_backbone):
         held: list = []
         clients = [threading.Thread(target=lambda: held.append(httpx2.post(url + "/completions", json=body, timeout=30))) for _ in range(2)]
         try:
-            for thread in clients:  # the first holds the only batch row, the second the only queue place
+            # The first holds the only batch row, then the second the only queue place; the second
+            # starts only once the first has left the queue, or it would be refused in its stead.
+            for thread, state in zip(clients, [(1, 0), (1, 1)]):
                 thread.start()
-            deadline = time.monotonic() + 60
-            while (engine.active_rows, engine.queued) != (1, 1):
-                assert time.monotonic() < deadline, f"held {engine.active_rows} rows, {engine.queued} queued"
-                time.sleep(0.01)
+                deadline = time.monotonic() + 60
+                while (engine.active_rows, engine.queued) != state:
+                    assert time.monotonic() < deadline, f"held {engine.active_rows} rows, {engine.queued} queued"
+                    time.sleep(0.01)
             refused = httpx2.post(url + "/completions", json=body, timeout=10)
         finally:
             gate.set()
