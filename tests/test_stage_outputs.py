@@ -40,6 +40,15 @@ def test_every_small_output_is_kept_in_git(dvc_file):
         assert options.get("cache") is False, f"{dvc_file}: stage {stage} output {path} is DVC-cached only"
 
 
+@pytest.mark.parametrize("dvc_file", ["dvc.yaml", "compare/dvc.yaml", "recommend/dvc.yaml"])
+def test_dependencies_are_plain_paths(dvc_file):
+    """DVC's schema: a dependency is a path string (options belong to outputs only)."""
+    stages = yaml.safe_load((ROOT / dvc_file).read_text(encoding="utf-8"))["stages"]
+    for name, stage in stages.items():
+        for dep in stage.get("do", stage).get("deps", []):
+            assert isinstance(dep, str), f"{dvc_file}: stage {name} has a non-path dependency {dep!r}"
+
+
 def test_gitignore_does_not_hide_the_comparison_outputs():
     probe = ["compare/runs/mquake/lora-s42/summary.json", "compare/runs/mquake/lora-s42/train/adapter/adapter_model.safetensors",
              "compare/runs/mquake/grid-lofit/lr0.01/val.json", "runs/mquake/tune/adapter/adapter_config.json"]
