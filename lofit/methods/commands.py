@@ -96,7 +96,7 @@ def iti(
         candidates = grid(top_k=list(top_k), alpha=list(alpha))
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    model = load_backbone(backbone)
+    model = load_backbone(backbone, task_obj.prompt_format)
     probes = probe_heads(model, truthfulqa_contrasts(task_obj.rows("train")), seed, batch_size=batch_size, probe_steps=probe_steps)
 
     def build(candidate: Mapping[str, Any]):
@@ -143,7 +143,7 @@ def repe(
         candidates = grid(top_layers=list(top_layers), alpha=list(alpha))
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    model = load_backbone(backbone)
+    model = load_backbone(backbone, task_obj.prompt_format)
     fit = fit_repe(model, truthfulqa_contrasts(task_obj.rows("train")), top_layers[0], alpha[0], seed, batch_size=batch_size)
 
     def build(candidate: Mapping[str, Any]):
