@@ -222,3 +222,13 @@ def test_the_server_renders_completions_and_chats_in_the_adapters_format(tmp_pat
         assert with_system.usage.prompt_tokens == len(rendered_ids(tiny_backbone, rendered))
         default = api.chat.completions.create(model="plain", messages=messages, max_tokens=1, temperature=0)
         assert default.usage.prompt_tokens == len(rendered_ids(tiny_backbone, ON.render(tiny_backbone.tokenizer, prompt)))
+
+
+def test_step_2_records_the_backbones_format_in_its_adapter(tmp_path, tiny_backbone):
+    from lofit.training.config import TuningConfig
+    from lofit.training.tuning import ADAPTER_DIR, BiasTuningModule
+
+    for name, prompt_format in (("on", WITH_SYSTEM), ("off", PromptFormat())):
+        module = BiasTuningModule(formatted(tiny_backbone, prompt_format), "sft", TuningConfig(heads="unused.json", top_k=1), tmp_path, top_heads=[((0, 1), 1.0)])
+        module.export(tmp_path / name)
+        assert read_adapter_config(tmp_path / name / ADAPTER_DIR).prompt == prompt_format
