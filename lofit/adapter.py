@@ -2,7 +2,9 @@
 
 Tensors hold one row per chosen head, in importance order (`scale` and/or `offset`, shape
 K × head_dim); the config records the base model's family and shape so that loading onto another
-model fails with a clear message instead of silently mis-indexing heads.
+model fails with a clear message instead of silently mis-indexing heads, and the prompt format
+the adapter was trained with (`prompt_format`, written only when a chat template was used; an
+absent one is off), so a server shows prompts to it as training did.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lofit import __version__
+from lofit.data.prompt_format import PromptFormat, prompt_format_from_record
 from lofit.families import HeadGeometry, head_geometry
 from lofit.intervention import COMPONENTS, HeadIntervention
 from lofit.io import atomic_path, read_json, write_json
@@ -40,10 +43,16 @@ class AdapterConfig:
     method: str = "lofit"
     lofit_version: str = __version__
     extra: dict = field(default_factory=dict)
+    prompt_format: dict | None = None
 
     @property
     def geometry(self) -> HeadGeometry:
         return HeadGeometry(self.num_layers, self.num_heads, self.head_dim)
+
+    @property
+    def prompt(self) -> PromptFormat:
+        """The prompt format of training (off for adapters that recorded none)."""
+        return prompt_format_from_record(self.prompt_format, CONFIG_NAME)
 
 
 def save_adapter(
@@ -54,6 +63,7 @@ def save_adapter(
     *,
     model_type: str,
     extra: dict | None = None,
+    prompt_format: PromptFormat = PromptFormat(),
 ) -> Path:
     """Write the intervention's chosen-head vectors and its config into folder `path`."""
     path = Path(path)
@@ -75,11 +85,15 @@ def save_adapter(
         heads=[list(h) for h in intervention.heads],
         head_scores=None if head_scores is None else [float(s) for s in head_scores],
         extra=extra or {},
+        prompt_format=prompt_format.to_record(),
     )
+    record = asdict(config)
+    if record["prompt_format"] is None:
+        del record["prompt_format"]  # an adapter trained on plain prompts keeps the older file, byte for byte
     path.mkdir(parents=True, exist_ok=True)
     with atomic_path(path / WEIGHTS_NAME) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "lofit"})
-    write_json(path / CONFIG_NAME, asdict(config))
+    write_json(path / CONFIG_NAME, record)
     return path
 
 
@@ -91,6 +105,9 @@ def read_adapter_config(path: str | Path) -> AdapterConfig:
         config = AdapterConfig(**raw)
     except TypeError as err:
         raise ValueError(f"{file}: not a lofit adapter config ({err})") from None
+    if config.prompt_format is not None and not isinstance(config.prompt_format, dict):
+        raise ValueError(f"{file}: prompt_format must be an object, got {config.prompt_format!r}")
+    prompt_format_from_record(config.prompt_format, str(file))  # a bad record fails on reading, naming the file
     bad = set(config.components) - set(COMPONENTS)
     if bad or not config.components:
         raise ValueError(f"{file}: components must be a non-empty subset of {COMPONENTS}, got {config.components}")

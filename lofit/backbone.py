@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from lofit.backbone_config import BackboneConfig
 from lofit.convert import EMBEDDED_PREFIX, embedded_model_folder
+from lofit.data.prompt_format import PromptFormat
 from lofit.errors import ConfigError, require
 
 if TYPE_CHECKING:
@@ -104,7 +105,11 @@ def weight_dtype(cfg: BackboneConfig) -> torch.dtype:
 
 @dataclass
 class Backbone:
-    """A frozen model with its tokenizer and the facts the intervention needs."""
+    """A frozen model with its tokenizer and the facts the intervention needs.
+
+    `prompt_format` is the task's (`lofit.data.prompt_format`): every task prompt is encoded
+    through `encode_prompt`, so training, evaluation and serving see the same rendered text.
+    """
 
     model: torch.nn.Module
     tokenizer: PreTrainedTokenizerBase
@@ -112,11 +117,40 @@ class Backbone:
     geometry: HeadGeometry
     name: str
     bos_ids: list[int] = field(default_factory=list)
+    prompt_format: PromptFormat = field(default_factory=PromptFormat)
 
     def encode(self, text: str, add_bos: bool = True) -> list[int]:
         """Token ids of `text` with the family's BOS rule applied (never two BOS tokens)."""
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return (self.bos_ids + ids) if add_bos else ids
+
+    def prompt_body(self, prompt: str, continuation: str = "", prompt_format: PromptFormat | None = None) -> list[int]:
+        """Ids of a task prompt (then `continuation`) as the model sees it, without the family's BOS.
+
+        Off, this is `encode(prompt + continuation, add_bos=False)`. On, the prompt is rendered by
+        the chat template (`prompt_format`, else the backbone's) and the continuation follows it.
+        """
+        chosen = self.prompt_format if prompt_format is None else prompt_format
+        if not chosen.chat_template:
+            return self.encode(prompt + continuation, add_bos=False)
+        return self.rendered_body(chosen.render(self.tokenizer, prompt) + continuation)
+
+    def rendered_body(self, text: str) -> list[int]:
+        """Ids of text a chat template rendered (it holds its own special tokens), minus a leading
+        BOS, which the family's BOS rule puts back (never two)."""
+        ids = self.encode(text, add_bos=False)
+        bos = self.bos_ids
+        return ids[len(bos) :] if bos and ids[: len(bos)] == bos else ids
+
+    def encode_prompt(self, prompt: str, continuation: str = "") -> list[int]:
+        """The family's BOS + `prompt_body`: the model input of a task prompt (and a continuation)."""
+        return self.bos_ids + self.prompt_body(prompt, continuation)
+
+    def use_prompt_format(self, prompt_format: PromptFormat) -> Backbone:
+        """Encode task prompts in `prompt_format` from now on; a template the tokenizer lacks fails here."""
+        prompt_format.check(self.tokenizer, self.name)
+        self.prompt_format = prompt_format
+        return self
 
 
 def bos_ids_for(tokenizer: PreTrainedTokenizerBase, family: FamilySpec) -> list[int]:
@@ -176,8 +210,11 @@ def wrap_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, name:
     )
 
 
-def load_backbone(cfg: BackboneConfig | None = None) -> Backbone:
-    """Load the frozen backbone described by `cfg` (defaults to the embedded SmolLM2)."""
+def load_backbone(cfg: BackboneConfig | None = None, prompt_format: PromptFormat = PromptFormat()) -> Backbone:
+    """Load the frozen backbone described by `cfg` (defaults to the embedded SmolLM2).
+
+    The tokenizer loads first, so a `prompt_format` it cannot render fails before any weight is read.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lofit.families import family_for
@@ -188,6 +225,8 @@ def load_backbone(cfg: BackboneConfig | None = None) -> Backbone:
     family_for(_read_config(path, cfg.model, "backbone.model").model_type)  # fail before loading weights
     if Path(path).is_dir():
         check_weights(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    prompt_format.check(tokenizer, cfg.model)
     kwargs: dict = {"dtype": weight_dtype(cfg)}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
@@ -199,5 +238,4 @@ def load_backbone(cfg: BackboneConfig | None = None) -> Backbone:
         model.to(cfg.device)
     elif cfg.quantization == "nf4":
         keep_4bit_differentiable(model)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    return wrap_model(model, tokenizer, name=cfg.model)
+    return wrap_model(model, tokenizer, name=cfg.model).use_prompt_format(prompt_format)

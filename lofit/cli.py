@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from lofit.backbone import BackboneConfig
+from lofit.data.prompt_format import PromptFormat
 from lofit.data.sources import DataSourceError
 from lofit.evaluation import check_batch_size, check_limit
 from lofit.evaluation.judge import JudgeAPIError, JudgeConfig, JudgeNotConfigured
@@ -136,7 +137,7 @@ def evaluate(
     check_limit(limit)
     check_batch_size(batch_size)
     task_obj = build_task(task)
-    model, context = _with_adapter(backbone, adapter)
+    model, context = _with_adapter(backbone, adapter, task_obj.prompt_format)
     with context, torch.no_grad():
         return task_obj.evaluate(model, split=split, out_dir=output_dir, limit=limit, batch_size=batch_size)
 
@@ -166,8 +167,9 @@ def _check_edit_folder(adapter: str, backbone: BackboneConfig) -> str:
     return method
 
 
-def _with_adapter(backbone: BackboneConfig, adapter: str | None):
-    """Load the backbone; a context manager that applies the edit (any method's folder) or does nothing."""
+def _with_adapter(backbone: BackboneConfig, adapter: str | None, prompt_format: PromptFormat):
+    """Load the backbone (encoding prompts in the task's format); a context manager that applies
+    the edit (any method's folder) or does nothing."""
     import contextlib
 
     from lofit.backbone import load_backbone
@@ -175,7 +177,7 @@ def _with_adapter(backbone: BackboneConfig, adapter: str | None):
 
     if adapter is not None:
         _check_edit_folder(adapter, backbone)
-    model = load_backbone(backbone)
+    model = load_backbone(backbone, prompt_format)
     if adapter is None:
         return model, contextlib.nullcontext()
     edit = load_edit(adapter, model)
@@ -253,7 +255,7 @@ def generate(
     task_obj = build_task(task)
     if not isinstance(task_obj, TruthfulQA):
         raise ConfigError(f"open-ended generation is defined for truthfulqa, not '{task.name}'")
-    model, context = _with_adapter(backbone, adapter)
+    model, context = _with_adapter(backbone, adapter, task_obj.prompt_format)
     with context, torch.no_grad():
         rows = generate_answers(model, task_obj, split, limit, batch_size, model_label, output_file)
     return {"answers": len(rows), "output_file": output_file}

@@ -211,3 +211,9 @@ def test_real_zip_matches_the_wheel():
     wheel_ratings, wheel_movies = movielens.from_wheel(_real_wheel())
     assert ratings_tsv(zip_ratings) == ratings_tsv(wheel_ratings)
     assert set(zip_movies) == set(wheel_movies)
+
+
+def test_the_default_folder_is_where_the_restricted_files_are_prepared():
+    from lofit.tasks.movielens import MovieLens
+
+    assert MovieLens().root == Path("data/restricted/movielens")

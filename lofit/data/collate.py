@@ -1,8 +1,8 @@
 """Tokenize task examples and pad them into training batches.
 
 Labels are computed from token boundaries, never by searching for a response template: the
-prompt and the answer are encoded separately (`backbone.encode`, which applies the family's BOS
-rule to the prompt only) and their ids concatenated, so the loss mask is exact even when the
+prompt and the answer are encoded separately (the prompt by `backbone.prompt_body`, in the task's
+prompt format, with the family's BOS rule; the answer as plain text) and their ids concatenated, so the loss mask is exact even when the
 answer follows the prompt with no space. Every answer ends with EOS, which is supervised too.
 
 Truncation rules (all lengths in tokens, BOS included):
@@ -55,9 +55,9 @@ def _eos_id(backbone: Backbone) -> int:
 
 
 def encode_prompt(backbone: Backbone, prompt: str, max_tokens: int) -> list[int]:
-    """BOS (per family) + the last tokens of the prompt, `max_tokens` in all."""
+    """BOS (per family) + the last tokens of the prompt (in the backbone's prompt format), `max_tokens` in all."""
     bos = backbone.bos_ids
-    body = backbone.encode(prompt, add_bos=False)
+    body = backbone.prompt_body(prompt)
     room = max_tokens - len(bos)
     if room < 0:
         raise ValueError(f"a prompt limit of {max_tokens} tokens leaves no room after BOS")

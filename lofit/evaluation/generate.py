@@ -80,9 +80,14 @@ class _StopWhenFinal(StoppingCriteria):
 
 def prompt_token_ids(backbone: Backbone, prompts: Sequence[str], prefix: str = "") -> tuple[list[int], list[list[int]]]:
     """(prefix ids, each prompt's ids): the BOS rule goes on the prefix when there is one, else on
-    each prompt; the model's input for a prompt is the prefix ids followed by the prompt's ids."""
+    each prompt; the model's input for a prompt is the prefix ids followed by the prompt's ids.
+
+    In a chat-template prompt format, prefix + prompt is one user turn rendered whole, so no
+    prefix is split off (its KV cache is not shared; the ids are those of the rendered turn)."""
+    if backbone.prompt_format.chat_template:
+        return [], [backbone.encode_prompt(prefix + prompt) for prompt in prompts]
     if not prefix:
-        return [], [backbone.encode(prompt) for prompt in prompts]
+        return [], [backbone.encode_prompt(prompt) for prompt in prompts]
     return backbone.encode(prefix), [backbone.encode(prompt, add_bos=False) for prompt in prompts]
 
 

@@ -42,10 +42,10 @@ def continuation_token_ids(backbone: Backbone, context: str, context_ids: list[i
     """Tokens of `continuation` as they follow `context`.
 
     Normally the tail of encode(context + continuation) after the context tokens, which is how the
-    reference splits them. If the tokenizer merges text across the boundary (so the context tokens
+    reference splits them (the context in the backbone's prompt format, the continuation after it). If the tokenizer merges text across the boundary (so the context tokens
     are not a prefix), the continuation is encoded on its own so the context stays shared.
     """
-    full = backbone.encode(context + continuation)
+    full = backbone.encode_prompt(context, continuation)
     if full[: len(context_ids)] == context_ids:
         return full[len(context_ids) :]
     return backbone.encode(continuation, add_bos=False)
@@ -61,7 +61,7 @@ def _tokens_covering(backbone: Backbone, ids: list[int], prefix: str) -> int:
 
 def plan_scoring(backbone: Backbone, context: str, continuations: Sequence[str], skip_prefix: str = "") -> ScoringPlan:
     """Tokenize a context once and each continuation after it; every continuation needs a token."""
-    context_ids = backbone.encode(context)
+    context_ids = backbone.encode_prompt(context)
     token_lists, skips = [], []
     for continuation in continuations:
         if not continuation.startswith(skip_prefix):
@@ -183,7 +183,7 @@ def score_continuations(
 
 def shared_prefix_of(backbone: Backbone, contexts: Sequence[str]) -> SharedPrefix:
     """Encode once the token prefix that all `contexts` share (instructions, few-shot primers)."""
-    return SharedPrefix(backbone, [backbone.encode(context) for context in contexts])
+    return SharedPrefix(backbone, [backbone.encode_prompt(context) for context in contexts])
 
 
 @dataclass(frozen=True)

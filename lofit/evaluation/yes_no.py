@@ -55,7 +55,7 @@ def positive_probabilities(backbone: Backbone, prompts: Sequence[str], token_ids
     pad = backbone.tokenizer.pad_token_id if backbone.tokenizer.pad_token_id is not None else 0
     scores: list[float] = []
     for start in range(0, len(prompts), batch_size):
-        encoded = [backbone.encode(prompt) for prompt in prompts[start : start + batch_size]]
+        encoded = [backbone.encode_prompt(prompt) for prompt in prompts[start : start + batch_size]]
         input_ids = pad_right(encoded, pad).to(device)
         attention_mask = pad_right([[1] * len(ids) for ids in encoded], 0).to(device)
         logits = backbone.model(input_ids=input_ids, attention_mask=attention_mask).logits

@@ -28,10 +28,14 @@ SEARCH_KEYS = ("mc1", "mc2")  # MC1 decides, MC2 breaks ties
 
 
 def _truthfulqa(task: TaskSpec):
-    """The task object; the contrast statements of ITI and RepE exist for TruthfulQA only."""
+    """The task object; the contrast statements of ITI and RepE exist for TruthfulQA only, and are
+    read as plain text (a chat-template format would probe one text and search on another)."""
+    from lofit.data.prompt_format import split_prompt_options
     from lofit.tasks.truthfulqa import TruthfulQA
     from lofit.training.run import build_task
 
+    if split_prompt_options(task.options)[0].chat_template:
+        raise ConfigError("task.options.chat_template: ITI and RepE read activations on plain 'Q: … A: …' statements; run them without it")
     task_obj = build_task(task)
     if not isinstance(task_obj, TruthfulQA):
         raise ConfigError(f"ITI and RepE read true/false answers; task '{task.name}' has none (use truthfulqa)")
@@ -96,7 +100,7 @@ def iti(
         candidates = grid(top_k=list(top_k), alpha=list(alpha))
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    model = load_backbone(backbone)
+    model = load_backbone(backbone, task_obj.prompt_format)
     probes = probe_heads(model, truthfulqa_contrasts(task_obj.rows("train")), seed, batch_size=batch_size, probe_steps=probe_steps)
 
     def build(candidate: Mapping[str, Any]):
@@ -143,7 +147,7 @@ def repe(
         candidates = grid(top_layers=list(top_layers), alpha=list(alpha))
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    model = load_backbone(backbone)
+    model = load_backbone(backbone, task_obj.prompt_format)
     fit = fit_repe(model, truthfulqa_contrasts(task_obj.rows("train")), top_layers[0], alpha[0], seed, batch_size=batch_size)
 
     def build(candidate: Mapping[str, Any]):

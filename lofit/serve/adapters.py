@@ -14,13 +14,14 @@ served alone, one per process.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from lofit.backbone import Backbone
+from lofit.data.prompt_format import PromptFormat
 from lofit.families import o_projections
 from lofit.intervention import HeadIntervention
 
@@ -73,24 +74,30 @@ class AdapterStack:
 
 @dataclass
 class ServedModels:
-    """Model ids clients may request, each with its row index into the stack (0: no adapter)."""
+    """Model ids clients may request, each with its row index into the stack (0: no adapter) and
+    the prompt format its adapter was trained with (absent: plain prompts)."""
 
     ids: dict[str, int]
     paths: dict[str, str | None]
     stack: AdapterStack | None = None
+    formats: dict[str, PromptFormat] = field(default_factory=dict)
 
     def index(self, model_id: str) -> int | None:
         return self.ids.get(model_id)
+
+    def prompt_format(self, model_id: str) -> PromptFormat:
+        return self.formats.get(model_id, PromptFormat())
 
 
 def serve_models(backbone: Backbone, adapters: Mapping[str, str], base_id: str | None) -> ServedModels:
     """Load the named edit folders onto `backbone` and say which model id selects what.
 
-    LoFiT (and ITI) adapters go into one `AdapterStack` beside the base model (`base_id`). Any
+    LoFiT (and ITI) adapters go into one `AdapterStack` beside the base model (`base_id`), each
+    with the prompt format its config recorded (checked against the tokenizer here). Any
     other method's edit is attached to the model for good, so it must be the only one, and the
     plain base model is then not served.
     """
-    from lofit.adapter import load_adapter
+    from lofit.adapter import load_adapter, read_adapter_config
     from lofit.methods.loading import edit_method, load_edit
 
     methods = {name: edit_method(path) for name, path in adapters.items()}
@@ -109,9 +116,15 @@ def serve_models(backbone: Backbone, adapters: Mapping[str, str], base_id: str |
     paths: dict[str, str | None] = {} if base_id is None else {base_id: None}
     if not adapters:
         return ServedModels(ids, paths)
+    formats = {name: read_adapter_config(path).prompt for name, path in adapters.items()}
+    for name, prompt_format in formats.items():
+        try:
+            prompt_format.check(backbone.tokenizer, backbone.name)
+        except ValueError as err:
+            raise ValueError(f"adapter '{name}' ({adapters[name]}) was trained with a chat template: {err}") from None
     interventions = [load_adapter(path, backbone) for path in adapters.values()]
     stack = AdapterStack(interventions, next(backbone.model.parameters()).device)
     stack.attach(backbone)
     for index, (name, path) in enumerate(adapters.items(), start=1):
         ids[name], paths[name] = index, path
-    return ServedModels(ids, paths, stack)
+    return ServedModels(ids, paths, stack, formats)

@@ -18,6 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -260,8 +261,12 @@ def create_app(engine: Engine, *, limits: Limits = Limits(), api_key: str | None
             raise APIError(400, "'echo': not supported together with 'stream'", param="echo")
         max_tokens = DEFAULT_COMPLETION_TOKENS if body.max_tokens is None else body.max_tokens
         check_max_tokens(max_tokens, "max_tokens")
+        prompt_format = engine.models.prompt_format(body.model)
+        if prompt_format.chat_template:  # the adapter's training format: each prompt becomes its rendered user turn
+            texts = await asyncio.to_thread(lambda: [prompt_format.render(backbone.tokenizer, text) for text in texts])
         prefix = list(backbone.bos_ids)
-        encoded = await asyncio.to_thread(lambda: [backbone.encode(text, add_bos=False) for text in texts])
+        encode = backbone.rendered_body if prompt_format.chat_template else partial(backbone.encode, add_bos=False)
+        encoded = await asyncio.to_thread(lambda: [encode(text) for text in texts])
         for ids in encoded:
             check_prompt(prefix, ids, max_tokens)
         sampling = sampling_for(body, max_tokens, stop, top_k=body.logprobs, score_prompt=body.echo and body.logprobs is not None)
@@ -330,7 +335,8 @@ def create_app(engine: Engine, *, limits: Limits = Limits(), api_key: str | None
             check_max_tokens(body.max_completion_tokens, "max_completion_tokens")
         elif body.max_tokens is not None:
             check_max_tokens(body.max_tokens, "max_tokens")
-        prompt_text, prefix, ids = await asyncio.to_thread(render_chat, backbone, body.messages)
+        system_prompt = engine.models.prompt_format(body.model).system_prompt
+        prompt_text, prefix, ids = await asyncio.to_thread(render_chat, backbone, body.messages, system_prompt)
         limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         if limit is None:
             room = engine.context_length - len(prefix) - len(ids) if engine.context_length else DEFAULT_CHAT_TOKENS
@@ -391,14 +397,19 @@ def sampling_for(
     )
 
 
-def render_chat(backbone: Backbone, messages: Sequence[ChatMessage]) -> tuple[str, list[int], list[int]]:
+def render_chat(
+    backbone: Backbone, messages: Sequence[ChatMessage], system_prompt: str | None = None
+) -> tuple[str, list[int], list[int]]:
     """Prompt text, special prefix ids and prompt ids of a conversation.
 
-    With a chat template the rendered text carries its own special tokens (so no BOS is added);
-    without one, "Role: content" blocks are joined by blank lines and end with "Assistant:"."""
+    With a chat template the rendered text carries its own special tokens (so no BOS is added),
+    and `system_prompt` (the adapter's, from training) opens a conversation that has no system
+    message; without one, "Role: content" blocks are joined by blank lines and end with "Assistant:"."""
     tokenizer = backbone.tokenizer
     if getattr(tokenizer, "chat_template", None):
         plain = [{"role": m.role, "content": m.text()} for m in messages]
+        if system_prompt is not None and not any(m["role"] == "system" for m in plain):
+            plain.insert(0, {"role": "system", "content": system_prompt})
         text = tokenizer.apply_chat_template(plain, add_generation_prompt=True, tokenize=False)
         return text, [], tokenizer(text, add_special_tokens=False)["input_ids"]
     text = "\n\n".join(f"{m.role.capitalize()}: {m.text()}" for m in messages) + "\n\nAssistant:"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from lofit.data.examples import Example, LossKind, Split
+from lofit.data.prompt_format import PromptFormat
 
 if TYPE_CHECKING:
     from lofit.backbone import Backbone
@@ -23,6 +24,9 @@ class Task:
     name: ClassVar[str]
     loss: ClassVar[LossKind | None]  # None: evaluation-only task (OOD sets)
     primary_metric: ClassVar[str]
+    # how prompts are shown to the model; set from the generic task options by the registry, and
+    # carried by the backbone the task trains or evaluates (`Backbone.use_prompt_format`)
+    prompt_format: PromptFormat = PromptFormat()
 
     def raw_files(self) -> list[Path]:
         """Every raw file this task reads with its options (paths under its data folder)."""

@@ -13,6 +13,8 @@ Samples (what this module implements):
   (TALLRec's few-shot sizes are 16, 64 and 256; 0 keeps all of train).
 Prompt: TALLRec's instruction and input in the Alpaca template of its code; answer "Yes." / "No."
 (completion-only SFT). Evaluation: AUC of P(Yes) / (P(Yes) + P(No)) from the first answer token.
+Data: the licence forbids redistribution, so the files are prepared locally into
+`data/restricted/movielens` (`pipelines/prepare_movielens.py`), the task's default folder.
 """
 
 from __future__ import annotations
@@ -93,12 +95,16 @@ def prompt_for(sample: Sample, movies: dict[int, str]) -> str:
     return TEMPLATE.format(instruction=INSTRUCTION, input=text)
 
 
+# where the restricted MovieLens files are prepared (params.yaml `recommend.data_dir`), never data/raw
+RESTRICTED_DATA_DIR = "data/restricted"
+
+
 class MovieLens(Task):
     name = "movielens"
     loss = "sft"
     primary_metric = "auc"
 
-    def __init__(self, data_dir: str | Path = "data/raw", train_size: int = 256, seed: int = 42) -> None:
+    def __init__(self, data_dir: str | Path = RESTRICTED_DATA_DIR, train_size: int = 256, seed: int = 42) -> None:
         if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 0:
             raise ValueError(f"train_size must be a non-negative number of samples (0: all), got {train_size!r}")
         self.root = Path(data_dir) / "movielens"

@@ -21,7 +21,9 @@ class TaskSpec:
         name: a registered task (truthfulqa, mquake, clutrr, triviaqa, nq_open, mmlu) or the
             import path `package.module:ClassName` of a `lofit.tasks.base.Task` subclass.
         data_dir: folder holding the raw task files (registered tasks).
-        options: keyword options of the task, e.g. `{fold: 1}` for truthfulqa.
+        options: keyword options of the task, e.g. `{fold: 1}` for truthfulqa. Every task also
+            takes `chat_template: true` (prompts rendered with the tokenizer's chat template, as a
+            user turn) and `system_prompt: "..."` (a system turn before it); both off by default.
     """
 
     name: str

@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lofit.backbone import Backbone, BackboneConfig, load_backbone
 from lofit.data.examples import LossKind
+from lofit.data.prompt_format import split_prompt_options
 from lofit.intervention import Head
 from lofit.io import read_json
 from lofit.tasks.base import Task
@@ -77,7 +78,10 @@ def build_task(spec: TaskSpec) -> Task:
             raise ConfigError(f"cannot import task class '{spec.name}': {err}") from None
         if not (isinstance(cls, type) and issubclass(cls, Task)):
             raise ConfigError(f"'{spec.name}' is not a lofit Task subclass")
-        return cls(**spec.options)
+        prompt_format, options = split_prompt_options(spec.options)
+        task = cls(**options)
+        task.prompt_format = prompt_format
+        return task
     from lofit.tasks import get_task
 
     try:
@@ -301,4 +305,4 @@ def load_for_training(task_spec: TaskSpec, backbone_cfg: BackboneConfig, seed: i
     L.seed_everything(seed, workers=True)
     task = build_task(task_spec)
     loss = training_loss(task)
-    return task, loss, load_backbone(process_device(backbone_cfg))
+    return task, loss, load_backbone(process_device(backbone_cfg), task.prompt_format)

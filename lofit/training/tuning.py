@@ -66,4 +66,5 @@ class BiasTuningModule(InterventionModule):
             head_scores=self.head_scores,
             model_type=self.backbone.model.config.model_type,
             extra={"heads_file": str(self.config.heads), "top_k": len(self.head_scores)},
+            prompt_format=self.backbone.prompt_format,
         )
