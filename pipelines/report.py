@@ -18,7 +18,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from common import OOD_TASKS, REPORTS, RUNS_DIR, adapter_heads, load_params, metric_names  # noqa: E402
 
-from lofit.evaluation.stats import RESAMPLES, SEED, compare_paired, paired_outcomes  # noqa: E402
+from comparison.protocol import per_example  # noqa: E402
+
+from lofit.evaluation.stats import (  # noqa: E402
+    RESAMPLES,
+    SEED,
+    bootstrap_mean_ci,
+    mcnemar_exact_p,
+    paired_bootstrap_ci,
+    paired_bootstrap_p_value,
+)
 from lofit.io import atomic_open, atomic_path, read_json, write_json  # noqa: E402
 from lofit.tasks import TASKS  # noqa: E402
 
@@ -64,7 +73,11 @@ def task_means(rows: list[dict]) -> list[dict]:
     return result
 
 
-def markdown(means: list[dict], rows: list[dict], params: dict) -> str:
+def _scored(value: float, interval: tuple[float, float]) -> str:
+    return f"{100 * value:.1f} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
+def markdown(means: list[dict], pairs: list[dict], params: dict) -> str:
     lines = [
         "# LoFiT results",
         "",
@@ -81,10 +94,25 @@ def markdown(means: list[dict], rows: list[dict], params: dict) -> str:
                 f"| {entry['task']} | {entry['method']} | {entry['heads']} | {entry['trainable_parameters']} | "
                 f"{metric} | {100 * entry[metric]:.1f} | {entry['num_examples']} |"
             )
-    lines += ["", "## Per run", "", "| run | method | metrics |", "|---|---|---|"]
-    for row in rows:
-        values = ", ".join(f"{m} {100 * row[m]:.1f}" for m in metric_names(row["task"]))
-        lines.append(f"| {row['run']} | {row['method']} | {values} |")
+    lines += [
+        "", "## Per run", "",
+        "Each score with its 95 % bootstrap interval over the test examples; Δ = LoFiT − base on the same "
+        f"examples with a 95 % paired bootstrap interval ({RESAMPLES} resamples, seed {SEED}) and the paired "
+        "test's p (McNemar's exact test for right/wrong outcomes, the paired bootstrap for MC2). One "
+        "training seed per run.", "",
+        "| run | metric | base | LoFiT | Δ (points) | 95 % interval | test | p | examples |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for p in pairs:
+        if p["difference"] is None:
+            lines.append(f"| {p['run']} | {p['metric']} | {100 * p['base']:.1f} | {100 * p['lofit']:.1f} | "
+                         f"{100 * (p['lofit'] - p['base']):+.1f} | — | no per-example outcomes | — | {p['num_examples']} |")
+            continue
+        lines.append(
+            f"| {p['run']} | {p['metric']} | {_scored(p['base'], p['base_ci'])} | {_scored(p['lofit'], p['lofit_ci'])} | "
+            f"{100 * p['difference']:+.1f} | [{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] | {p['test']} | "
+            f"{p['p']:.3g} | {p['num_examples']} |"
+        )
     lines += ["", "Training curves: `reports/curves/`; head heat-maps: `runs/*/select/heads.png`.",
               "Baselines (ITI, RepE, LoRA, RED) and ablations (head sources, head swap, K, data size): "
               "`reports/comparison.md`, from the opt-in `dvc repro compare/dvc.yaml`.", ""]
@@ -93,8 +121,51 @@ def markdown(means: list[dict], rows: list[dict], params: dict) -> str:
 
 def read_predictions(path: Path) -> list[dict]:
     if not path.is_file():
-        raise SystemExit(f"{path}: missing (run its ood stage)")
+        raise SystemExit(f"{path}: missing (run its stage)")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def paired_scores(base: Path, lofit: Path, metric: str) -> dict:
+    """Base vs LoFiT on one metric from their predictions folders: both means with bootstrap
+    intervals, the paired difference (LoFiT − base) with its interval, and the paired test's p
+    (McNemar's exact test when every outcome is right/wrong, else the paired bootstrap). Refused
+    unless both folders scored the same questions in the same order and their summaries agree."""
+    folders = {"base": base, "lofit": lofit}
+    rows = {method: read_predictions(folder / "predictions.jsonl") for method, folder in folders.items()}
+    if len(rows["base"]) != len(rows["lofit"]):
+        raise SystemExit(f"{base} vs {lofit}: cannot pair predictions: {len(rows['base'])} vs {len(rows['lofit'])} questions")
+    for index, (row_a, row_b) in enumerate(zip(rows["base"], rows["lofit"])):
+        if row_a["prompt"] != row_b["prompt"]:
+            raise SystemExit(f"{base} vs {lofit}: cannot pair predictions: question {index + 1} differs")
+    if not all(metric in row or "correct" in row for method_rows in rows.values() for row in method_rows):
+        # no per-example outcome (a `files` run scored by loss): the summaries' values, no interval
+        return {"metric": metric, "num_examples": len(rows["base"]), "difference": None,
+                **{method: read_json(folder / "summary.json")[metric] for method, folder in folders.items()}}
+    values = {method: per_example(method_rows, metric) for method, method_rows in rows.items()}
+    result = {"metric": metric, "num_examples": len(values["base"])}
+    for method, folder in folders.items():
+        mean = sum(values[method]) / len(values[method])
+        summary = read_json(folder / "summary.json")
+        if not math.isclose(summary[metric], mean, abs_tol=1e-9):
+            raise SystemExit(f"{folder}: summary {metric} {summary[metric]} != its predictions' {mean}")
+        result[method], result[f"{method}_ci"] = mean, bootstrap_mean_ci(values[method])
+    binary = all(v in (0.0, 1.0) for v in values["base"] + values["lofit"])
+    if binary:
+        p, test = mcnemar_exact_p([v == 1.0 for v in values["base"]], [v == 1.0 for v in values["lofit"]]), "McNemar"
+    else:
+        p, test = paired_bootstrap_p_value(values["base"], values["lofit"]), "paired bootstrap"
+    result["difference"] = result["lofit"] - result["base"]
+    result["ci_low"], result["ci_high"] = paired_bootstrap_ci(values["base"], values["lofit"])
+    return {**result, "p": p, "test": test}
+
+
+def run_pairs(params: dict) -> list[dict]:
+    """`paired_scores` of every run and metric on its test split."""
+    return [
+        {"run": name, **paired_scores(RUNS_DIR / name / "eval" / "base", RUNS_DIR / name / "eval" / "lofit", metric)}
+        for name, run in params["runs"].items()
+        for metric in metric_names(run["task"])
+    ]
 
 
 def ood_rows() -> list[dict]:
@@ -102,21 +173,9 @@ def ood_rows() -> list[dict]:
     (LoFiT − base per question, bootstrap 95 % interval, McNemar's exact p)."""
     rows = []
     for task in OOD_TASKS:
-        folders = {method: RUNS_DIR / "ood" / method / task for method in METHODS}
-        metric = TASKS[task].primary_metric
-        summaries = {method: read_json(folder / "summary.json") for method, folder in folders.items()}
-        try:
-            base, lofit = paired_outcomes(*(read_predictions(folder / "predictions.jsonl") for folder in folders.values()))
-        except ValueError as err:
-            raise SystemExit(f"{folders['base']} vs {folders['lofit']}: {err}") from None
-        paired = compare_paired(base, lofit)
-        for method in METHODS:  # the pairs are the scored questions: the summaries must agree
-            mean = paired.mean_a if method == "base" else paired.mean_b
-            if not math.isclose(summaries[method][metric], mean, abs_tol=1e-9):
-                raise SystemExit(f"{folders[method]}: summary {metric} {summaries[method][metric]} != its predictions' {mean}")
-        rows.append({"task": task, "metric": metric, "num_examples": paired.n, "base": paired.mean_a,
-                     "lofit": paired.mean_b, "difference": paired.difference, "ci_low": paired.low,
-                     "ci_high": paired.high, "mcnemar_p": paired.mcnemar_p})
+        paired = paired_scores(RUNS_DIR / "ood" / "base" / task, RUNS_DIR / "ood" / "lofit" / task, TASKS[task].primary_metric)
+        rows.append({"task": task, **{key: paired[key] for key in ("metric", "num_examples", "base", "lofit", "difference", "ci_low", "ci_high")},
+                     "mcnemar_p": paired["p"]})
     return rows
 
 
@@ -205,12 +264,14 @@ def plot_curves(params: dict) -> None:
 
 def main() -> None:
     params = load_params()
-    rows = run_rows(params)
-    means = task_means(rows)
-    ood, judged = ood_rows(), judge_rows(params)
+    means = task_means(run_rows(params))
+    pairs, ood, judged = run_pairs(params), ood_rows(), judge_rows(params)
     with atomic_open(REPORTS / "results.md") as handle:
-        handle.write("\n".join([markdown(means, rows, params).rstrip("\n"), *ood_markdown(ood, params), *judge_markdown(judged), ""]))
+        handle.write("\n".join([markdown(means, pairs, params).rstrip("\n"), *ood_markdown(ood, params), *judge_markdown(judged), ""]))
     metrics = {f"{e['task']}.{e['method']}.{m}": round(e[m], 4) for e in means for m in metric_names(e["task"])}
+    for p in pairs:
+        if p["difference"] is not None:
+            metrics.update({f"{p['run']}.{p['metric']}.{key}": round(p[key], 4) for key in ("difference", "ci_low", "ci_high", "p")})
     for r in ood:
         metrics.update({f"ood.{r['task']}.{method}.{r['metric']}": round(r[method], 4) for method in METHODS})
         metrics.update({f"ood.{r['task']}.{key}": round(r[key], 4) for key in ("difference", "ci_low", "ci_high", "mcnemar_p")})

@@ -85,3 +85,37 @@ def test_ood_predictions_of_different_questions_are_not_paired(tmp_path, monkeyp
     write_ood([True, False], [True, False], lofit_prompts=["q0", "other"])
     with pytest.raises(SystemExit, match=r"runs/ood/base/triviaqa vs runs/ood/lofit/triviaqa: cannot pair predictions: question 2 differs"):
         report.ood_rows()
+
+
+def write_rows(folder: Path, rows: list[dict], summary: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    write(folder / "summary.json", summary)
+
+
+def test_per_run_rows_pair_base_and_lofit_with_the_test_each_metric_needs(tmp_path, monkeypatch, report):
+    monkeypatch.chdir(tmp_path)
+    mc2_base, mc2_lofit = [0.4] * 50, [0.5] * 50  # every question gains 0.1: the paired bootstrap's smallest p
+    for method, mc1, mc2 in (("base", [True] * 10 + [False] * 40, mc2_base), ("lofit", [True] * 25 + [False] * 25, mc2_lofit)):
+        rows = [{"prompt": f"q{i}", "mc1": float(a), "mc2": b} for i, (a, b) in enumerate(zip(mc1, mc2))]
+        write_rows(Path("runs/tq/eval") / method, rows, {"mc1": sum(mc1) / 50, "mc2": sum(mc2) / 50, "num_examples": 50})
+    pairs = report.run_pairs({"runs": {"tq": {"task": "truthfulqa"}}})
+    mc1, mc2 = pairs
+    assert (mc1["metric"], mc1["test"], mc1["p"]) == ("mc1", "McNemar", pytest.approx(2 / 2**15))  # 15 gained, none lost
+    assert mc1["ci_low"] < 0.3 < mc1["ci_high"] and mc1["base_ci"][0] < 0.2 < mc1["base_ci"][1]
+    assert (mc2["test"], mc2["difference"], mc2["p"]) == ("paired bootstrap", pytest.approx(0.1), pytest.approx(1 / 10_001))
+    assert mc2["ci_low"] == pytest.approx(0.1) == pytest.approx(mc2["ci_high"])
+    table = report.markdown([], pairs, {"model": {"source": "tiny", "dtype": "float32", "quantization": "none"}, "profile": "full", "seed": 1})
+    assert "| tq | mc2 | 40.0 [40.0, 40.0] | 50.0 [50.0, 50.0] | +10.0 | [+10.0, +10.0] | paired bootstrap | 0.0001 | 50 |" in table
+
+
+def test_per_run_rows_refuse_a_summary_that_disagrees_and_show_loss_runs_without_an_interval(tmp_path, monkeypatch, report):
+    monkeypatch.chdir(tmp_path)
+    for method in ("base", "lofit"):
+        write_rows(Path("runs/mq/eval") / method, [{"prompt": "q0", "correct": True}], {"exact_match": 0.0, "num_examples": 1})
+    with pytest.raises(SystemExit, match=r"runs/mq/eval/base: summary exact_match 0.0 != its predictions' 1.0"):
+        report.run_pairs({"runs": {"mq": {"task": "mquake"}}})
+    for method, loss in (("base", 2.0), ("lofit", 1.5)):
+        write_rows(Path("runs/mq/eval") / method, [{"prompt": "q0", "loss": loss}], {"exact_match": -loss, "num_examples": 1})
+    (pair,) = report.run_pairs({"runs": {"mq": {"task": "mquake"}}})
+    assert (pair["difference"], pair["base"], pair["lofit"]) == (None, -2.0, -1.5)
