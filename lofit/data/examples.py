@@ -32,3 +32,22 @@ class PreferenceExample:
 
 
 Example = Union[SFTExample, PreferenceExample]
+
+
+@dataclass(frozen=True)
+class ContrastQuestion:
+    """One prompt with answers known to be true and answers known to be false (ITI's and RepE's data).
+
+    A statement is the prompt continued by `separator + answer`, the split a task trains and
+    scores it with, so activations are read on the text the model sees there (a chat template
+    renders the prompt and the answer follows, as in `Backbone.encode_prompt`).
+    """
+
+    prompt: str
+    true: tuple[str, ...]
+    false: tuple[str, ...]
+    separator: str = " "
+
+    def statement(self, answer: str) -> tuple[str, str]:
+        """(prompt, continuation) of the statement that `answer` makes."""
+        return self.prompt, self.separator + answer
