@@ -38,9 +38,10 @@ Example = Union[SFTExample, PreferenceExample]
 class ContrastQuestion:
     """One prompt with answers known to be true and answers known to be false (ITI's and RepE's data).
 
-    A statement is the prompt continued by `separator + answer`, the split a task trains and
-    scores it with, so activations are read on the text the model sees there (a chat template
-    renders the prompt and the answer follows, as in `Backbone.encode_prompt`).
+    A statement is the prompt continued by `separator + answer`, split into prompt and
+    continuation where the task's training and scoring split it, so activations are read on the
+    text the model sees there (a chat template renders the prompt and the answer follows it, as in
+    `Backbone.encode_prompt`).
     """
 
     prompt: str
