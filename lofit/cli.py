@@ -232,20 +232,27 @@ def generate(
     model_label: str = "model",
     output_file: str = "outputs/generate/answers.jsonl",
 ) -> dict:
-    """Greedy open-ended TruthfulQA answers (instruction + primer context), for `lofit judge`.
+    """Greedy answers to a split's prompts, written as JSONL.
+
+    TruthfulQA: open-ended answers (instruction + primer context), rows {id, question, answer,
+    model}, for `lofit judge`. Other tasks with prompts (files): each prompt continued by the
+    exact-match evaluator's generation code (the task's max_new_tokens, first_line stop and prompt
+    format), rows {prompt, generation, model}.
 
     Args:
-        task: a truthfulqa task (its fold picks the questions).
+        task: truthfulqa (its fold picks the questions) or a files task.
         adapter: an edit folder: `lofit tune` adapter, ITI adapter, LoRA, RED, ReFT or RepE steering (None: base model).
         backbone: the frozen model.
-        split: which split's questions to answer.
-        limit: answer only the first N questions.
+        split: which split's prompts to answer.
+        limit: answer only the first N prompts.
         batch_size: generation batch size (left padding).
         model_label: recorded in every row (e.g. base / lofit).
         output_file: the JSONL of answers to write.
     """
     import torch
 
+    from lofit.evaluation import check_examples, first
+    from lofit.evaluation.generate import write_continuations
     from lofit.evaluation.open_ended import generate_answers
     from lofit.tasks.truthfulqa import TruthfulQA
     from lofit.training.run import build_task
@@ -253,11 +260,17 @@ def generate(
     check_limit(limit)
     check_batch_size(batch_size)
     task_obj = build_task(task)
-    if not isinstance(task_obj, TruthfulQA):
-        raise ConfigError(f"open-ended generation is defined for truthfulqa, not '{task.name}'")
+    if isinstance(task_obj, TruthfulQA):
+        model, context = _with_adapter(backbone, adapter, task_obj.prompt_format)
+        with context, torch.no_grad():
+            rows = generate_answers(model, task_obj, split, limit, batch_size, model_label, output_file)
+        return {"answers": len(rows), "output_file": output_file}
+    plan = task_obj.generation_prompts(split)
+    prompts = list(first(plan.prompts, limit))
+    check_examples(prompts, "prompts")
     model, context = _with_adapter(backbone, adapter, task_obj.prompt_format)
     with context, torch.no_grad():
-        rows = generate_answers(model, task_obj, split, limit, batch_size, model_label, output_file)
+        rows = write_continuations(model, prompts, plan.max_new_tokens, output_file, batch_size, plan.is_final, model_label)
     return {"answers": len(rows), "output_file": output_file}
 
 

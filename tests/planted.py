@@ -50,8 +50,8 @@ def planted(
     layer: int | None = None,
 ) -> Iterator[None]:
     """Add `strength · direction` for true statements to head `head`'s o_proj input or to layer `layer`'s output."""
-    texts, labels, _ = labeled_statements(questions)
-    truth = {tuple(backbone.encode(text)): bool(label) for text, label in zip(texts, labels.tolist())}
+    statements, labels, _ = labeled_statements(questions)
+    truth = {tuple(backbone.encode_prompt(*pair)): bool(label) for pair, label in zip(statements, labels.tolist())}
     rows: list[torch.Tensor] = []
 
     def remember(_module, _args, kwargs):

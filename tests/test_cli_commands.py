@@ -72,7 +72,7 @@ def test_generate_and_judge_without_a_judge(tiny_folder, adapter_dir, shared_dat
 def test_generate_refuses_other_tasks(tiny_folder, shared_data, capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--task.name", "mquake", "--task.data_dir", str(shared_data), "--backbone.model", str(tiny_folder)])
-    assert "open-ended generation is defined for truthfulqa" in capsys.readouterr().err
+    assert "task 'mquake' has no prompts for lofit generate" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

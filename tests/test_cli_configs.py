@@ -91,7 +91,7 @@ def test_cli_overrides_reach_nested_settings():
         (["select", "--task.name", "mquake", "--selection.l1_lambda", "-1"], "l1_lambda must be >= 0"),
         (["tune", "--task.name", "mquake", "--tuning.heads", "no.json"], "heads file no.json: file not found"),
         (["select", "--task.name", "mquake", "--ckpt_path", "nope.ckpt"], "ckpt_path nope.ckpt: file not found"),
-        (["iti", "--task.name", "mquake"], "task 'mquake' has none (use truthfulqa)"),
+        (["iti", "--task.name", "mquake"], "task 'mquake' has no true/false answers"),
         (["repe", "--task.name", "truthfulqa", "--alpha", "[]"], "grid's 'alpha' must be a non-empty list"),
         (["lora", "--task.name", "mquake", "--lora.r", "0"], "LoRA rank r must be a positive integer"),
         (["red", "--task.name", "mquake", "--red.lr", "0"], "lr must be positive"),

@@ -7,12 +7,7 @@ import torch
 from planted import planted, random_questions, unit_vector
 
 from lofit.adapter import load_adapter, read_adapter_config
-from lofit.methods.contrast import (
-    ContrastQuestion,
-    labeled_statements,
-    split_questions,
-    truthfulqa_contrasts,
-)
+from lofit.methods.contrast import ContrastQuestion, labeled_statements, split_questions
 from lofit.methods.iti import (
     ADAPTER_DIR,
     PROBES_FILE,
@@ -22,6 +17,7 @@ from lofit.methods.iti import (
     probe_accuracies,
     save_iti,
 )
+from lofit.tasks.truthfulqa import truthfulqa_contrasts
 from lofit.training.heads import read_heads
 
 PLANTED = (1, 2)
@@ -115,7 +111,7 @@ def test_truthfulqa_rows_become_contrast_questions():
         {"Question": "Q1?", "Best Answer": "Yes", "Correct Answers": "Yes; Indeed", "Incorrect Answers": "No; Never"},
         {"Question": "Q2?", "Best Answer": "A", "Correct Answers": "", "Incorrect Answers": ""},
     ]
-    assert truthfulqa_contrasts(rows) == [ContrastQuestion("Q1?", ("Yes.", "Indeed."), ("No.", "Never."))]
+    assert truthfulqa_contrasts(rows) == [ContrastQuestion("Q: Q1? A:", ("Yes.", "Indeed."), ("No.", "Never."))]
 
 
 def test_split_is_by_question_and_seeded():
@@ -147,7 +143,7 @@ def test_iti_and_repe_run_on_real_truthfulqa_rows(tiny_backbone, shared_data):
     rows = get_task("truthfulqa", shared_data, fold=0).rows("train")[:12]
     questions = truthfulqa_contrasts(rows)
     assert len(questions) == 12
-    assert questions[0].question == "Can pigs fly?" and questions[0].true[0] == "No, pigs cannot fly."
+    assert questions[0].statement(questions[0].true[0]) == ("Q: Can pigs fly? A:", " No, pigs cannot fly.")
     assert all(item.true and item.false for item in questions)
     fit = fit_iti(tiny_backbone, questions, top_k=0.25, alpha=15.0, seed=42)
     assert len(fit.intervention.heads) == 2 and torch.isfinite(fit.intervention.offset).all()

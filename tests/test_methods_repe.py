@@ -89,7 +89,7 @@ def test_reading_vector_math():
     acc = separation_accuracy(torch.cat([diffs, -diffs[:10]]), direction[None])
     assert acc.item() == pytest.approx(40 / 50)
     trues, falses, groups = contrast_pairs([ContrastQuestion("q", ("a", "b", "c"), ("x",))])
-    assert falses == ["Q: q A: x"] * 3 and trues[2] == "Q: q A: c" and groups.tolist() == [0, 0, 0]
+    assert falses == [("q", " x")] * 3 and trues[2] == ("q", " c") and groups.tolist() == [0, 0, 0]
 
 
 def test_save_load_roundtrip(tiny_backbone, questions, tmp_path):

@@ -91,14 +91,6 @@ def test_task_options_carry_the_format_and_bad_ones_exit_2_before_the_model_load
     assert "task.options.system_prompt needs task.options.chat_template" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["iti", "repe"])
-def test_iti_and_repe_refuse_the_chat_template(command, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main([command, "--task.name", "truthfulqa", "--task.options", '{"chat_template": true}'])
-    assert exit_info.value.code == 2
-    assert "ITI and RepE read activations on plain" in capsys.readouterr().err
-
-
 # ---------------------------------------------------------------- off is the old encoding, bit for bit
 
 

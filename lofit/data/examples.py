@@ -32,3 +32,23 @@ class PreferenceExample:
 
 
 Example = Union[SFTExample, PreferenceExample]
+
+
+@dataclass(frozen=True)
+class ContrastQuestion:
+    """One prompt with answers known to be true and answers known to be false (ITI's and RepE's data).
+
+    A statement is the prompt continued by `separator + answer`, split into prompt and
+    continuation where the task's training and scoring split it, so activations are read on the
+    text the model sees there (a chat template renders the prompt and the answer follows it, as in
+    `Backbone.encode_prompt`).
+    """
+
+    prompt: str
+    true: tuple[str, ...]
+    false: tuple[str, ...]
+    separator: str = " "
+
+    def statement(self, answer: str) -> tuple[str, str]:
+        """(prompt, continuation) of the statement that `answer` makes."""
+        return self.prompt, self.separator + answer

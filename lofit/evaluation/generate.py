@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -154,3 +155,22 @@ def greedy_generate(
     prefix_ids, token_lists = prompt_token_ids(backbone, prompts, prefix)
     new_ids = generate_ids(backbone, token_lists, max_new_tokens, batch_size, prefix_ids, is_final)
     return [decode_continuation(backbone, ids, new) for ids, new in zip(token_lists, new_ids)]
+
+
+def write_continuations(
+    backbone: Backbone,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    out_file: str | Path,
+    batch_size: int = 16,
+    is_final: Callable[[str], bool] | None = None,
+    model_label: str = "model",
+) -> list[dict]:
+    """Greedy continuations of task prompts as rows {prompt, generation, model}, written atomically
+    as JSONL (`lofit generate` for tasks other than TruthfulQA)."""
+    from lofit.io import write_jsonl
+
+    generations = greedy_generate(backbone, prompts, max_new_tokens, batch_size, is_final=is_final)
+    rows = [{"prompt": prompt, "generation": text, "model": model_label} for prompt, text in zip(prompts, generations)]
+    write_jsonl(out_file, rows)
+    return rows

@@ -1,7 +1,8 @@
 """`lofit iti|repe|lora|red|reft`: the baselines as CLI subcommands, shaped like `lofit select|tune`.
 
 Each typed, documented signature is the subcommand's CLI and YAML schema. Training-free methods
-(ITI, RepE) read TruthfulQA's train split and pick their settings on its val split; trained ones
+(ITI, RepE) read the task's true/false answers on its train split (`Task.contrasts`) and pick
+their settings on its val split with the task's own evaluator; trained ones
 (LoRA, RED, ReFT) use LoFiT's data module, losses and Trainer. Every command writes a folder that
 `lofit evaluate --adapter` (and generate/serve) loads without being told the method.
 """
@@ -22,35 +23,37 @@ from lofit.training.config import DataConfig, TaskSpec, TrainerConfig, Validatio
 
 if TYPE_CHECKING:
     from lofit.backbone import Backbone
+    from lofit.data.examples import ContrastQuestion
+    from lofit.tasks.base import Task
 
 SEARCH_FILE = "search.json"
-SEARCH_KEYS = ("mc1", "mc2")  # MC1 decides, MC2 breaks ties
 
 
-def _truthfulqa(task: TaskSpec):
-    """The task object; the contrast statements of ITI and RepE exist for TruthfulQA only, and are
-    read as plain text (a chat-template format would probe one text and search on another)."""
-    from lofit.data.prompt_format import split_prompt_options
-    from lofit.tasks.truthfulqa import TruthfulQA
+def _contrast_task(task: TaskSpec) -> tuple[Task, list[ContrastQuestion]]:
+    """The task and its train-split contrast questions, checked before any model loads (a task
+    without true/false answers, or too few of them, is a one-line error)."""
+    from lofit.methods.contrast import check_questions
     from lofit.training.run import build_task
 
-    if split_prompt_options(task.options)[0].chat_template:
-        raise ConfigError("task.options.chat_template: ITI and RepE read activations on plain 'Q: … A: …' statements; run them without it")
     task_obj = build_task(task)
-    if not isinstance(task_obj, TruthfulQA):
-        raise ConfigError(f"ITI and RepE read true/false answers; task '{task.name}' has none (use truthfulqa)")
-    return task_obj
+    questions = task_obj.contrasts("train")
+    try:
+        check_questions(questions)
+    except ValueError as err:
+        raise ConfigError(f"task '{task.name}' train split: {err}") from None
+    return task_obj, questions
 
 
 def _search(
     backbone: Backbone,
-    task_obj: Any,
+    task_obj: Task,
     candidates: list[dict[str, Any]],
     build: Callable[[Mapping[str, Any]], Any],
     val_limit: int | None,
     batch_size: int,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Validation MC scores of the edit each candidate builds; the best candidate and all rows."""
+    """The task's validation scores (its `search_keys`) of the edit each candidate builds; the best
+    candidate and all rows. Only the val split is scored: test never sees a candidate."""
     import torch
 
     from lofit.methods.search import best_on_validation
@@ -60,7 +63,7 @@ def _search(
         with edit.applied(backbone.model, backbone.family), torch.no_grad():
             return task_obj.evaluate(backbone, split="val", limit=val_limit, batch_size=batch_size)
 
-    return best_on_validation(candidates, score, SEARCH_KEYS)
+    return best_on_validation(candidates, score, task_obj.search_keys())
 
 
 def iti(
@@ -76,32 +79,35 @@ def iti(
 ) -> dict:
     """Inference-Time Intervention: probes on the train split, K and α chosen on the val split.
 
-    Writes `adapter/` (a lofit offset adapter), `probes.json` (every head's probe accuracy, as a
-    heads file for step-2 ablations) and `search.json` (the validation grid) into `output_dir`.
+    Probes read the task's true/false statements (prompt + answer, in the task's prompt format):
+    TruthfulQA's answers, or a files task's chosen/rejected sides (kind: dpo) or gold/other choices
+    (evaluation: multiple_choice). Candidates are ranked by the task's evaluator on val (TruthfulQA:
+    MC1, then MC2; files: `score`). Writes `adapter/` (a lofit offset adapter), `probes.json`
+    (every head's probe accuracy, as a heads file for step-2 ablations) and `search.json` (the
+    validation grid) into `output_dir`.
 
     Args:
-        task: a truthfulqa task (its fold picks the splits).
+        task: a task with true/false answers (truthfulqa, or files with kind dpo or multiple_choice).
         backbone: the frozen model.
         top_k: candidate head counts (int) or fractions of all heads (float).
         alpha: candidate strengths α ≥ 0.
         seed: seeds the probes' fit/validation question split.
-        val_limit: score candidates on the first N val questions (None: all).
-        batch_size: statements per forward pass, questions per MC batch.
+        val_limit: score candidates on the first N val examples (None: all).
+        batch_size: statements per forward pass, examples per evaluation batch.
         probe_steps: Adam steps of each logistic probe.
         output_dir: where the chosen edit goes.
     """
     from lofit.backbone import load_backbone
-    from lofit.methods.contrast import truthfulqa_contrasts
     from lofit.methods.iti import ITIFit, iti_intervention, probe_heads, save_iti
     from lofit.methods.search import grid
 
-    task_obj = _truthfulqa(task)
+    task_obj, questions = _contrast_task(task)
     try:
         candidates = grid(top_k=list(top_k), alpha=list(alpha))
     except ValueError as err:
         raise ConfigError(str(err)) from None
     model = load_backbone(backbone, task_obj.prompt_format)
-    probes = probe_heads(model, truthfulqa_contrasts(task_obj.rows("train")), seed, batch_size=batch_size, probe_steps=probe_steps)
+    probes = probe_heads(model, questions, seed, batch_size=batch_size, probe_steps=probe_steps)
 
     def build(candidate: Mapping[str, Any]):
         return iti_intervention(probes, model, candidate["top_k"], candidate["alpha"])
@@ -109,7 +115,7 @@ def iti(
     best, rows = _search(model, task_obj, candidates, build, val_limit, batch_size)
     chosen = build(best)
     save_iti(output_dir, ITIFit(chosen, probes.accuracies), model, best["alpha"], extra={"search": SEARCH_FILE})
-    write_json(Path(output_dir) / SEARCH_FILE, {"keys": list(SEARCH_KEYS), "chosen": best, "grid": rows})
+    write_json(Path(output_dir) / SEARCH_FILE, {"keys": list(task_obj.search_keys()), "chosen": best, "grid": rows})
     return {"chosen": best, "heads": len(chosen.heads), "edited_parameters": chosen.num_trainable, "output_dir": output_dir}
 
 
@@ -125,30 +131,32 @@ def repe(
 ) -> dict:
     """RepE reading vectors from train-split contrast pairs; layers and α chosen on the val split.
 
-    Writes `steering/` (vectors + config) and `search.json` (the validation grid) into `output_dir`.
+    Pairs are the task's true/false statements (prompt + answer, in the task's prompt format), as
+    for `lofit iti`; candidates are ranked by the task's evaluator on val (TruthfulQA: MC1, then
+    MC2; files: `score`). Writes `steering/` (vectors + config) and `search.json` (the validation
+    grid) into `output_dir`.
 
     Args:
-        task: a truthfulqa task (its fold picks the splits).
+        task: a task with true/false answers (truthfulqa, or files with kind dpo or multiple_choice).
         backbone: the frozen model.
         top_layers: candidate steered-layer counts (int) or fractions of all layers (float).
         alpha: candidate steering strengths (residual-stream units; directions are unit-norm).
         seed: seeds the question split and the PCA sign flips.
-        val_limit: score candidates on the first N val questions (None: all).
-        batch_size: statements per forward pass, questions per MC batch.
+        val_limit: score candidates on the first N val examples (None: all).
+        batch_size: statements per forward pass, examples per evaluation batch.
         output_dir: where the chosen edit goes.
     """
     from lofit.backbone import load_backbone
-    from lofit.methods.contrast import truthfulqa_contrasts
     from lofit.methods.repe import fit_repe, save_steering, steering_for
     from lofit.methods.search import grid
 
-    task_obj = _truthfulqa(task)
+    task_obj, questions = _contrast_task(task)
     try:
         candidates = grid(top_layers=list(top_layers), alpha=list(alpha))
     except ValueError as err:
         raise ConfigError(str(err)) from None
     model = load_backbone(backbone, task_obj.prompt_format)
-    fit = fit_repe(model, truthfulqa_contrasts(task_obj.rows("train")), top_layers[0], alpha[0], seed, batch_size=batch_size)
+    fit = fit_repe(model, questions, top_layers[0], alpha[0], seed, batch_size=batch_size)
 
     def build(candidate: Mapping[str, Any]):
         return steering_for(model, fit.layer_accuracies, fit.directions, candidate["top_layers"], candidate["alpha"])
@@ -156,7 +164,7 @@ def repe(
     best, rows = _search(model, task_obj, candidates, build, val_limit, batch_size)
     chosen = build(best)
     save_steering(chosen, Path(output_dir) / METHODS["repe"].edit_dir, model, extra={**best, "search": SEARCH_FILE})
-    write_json(Path(output_dir) / SEARCH_FILE, {"keys": list(SEARCH_KEYS), "chosen": best, "grid": rows})
+    write_json(Path(output_dir) / SEARCH_FILE, {"keys": list(task_obj.search_keys()), "chosen": best, "grid": rows})
     return {"chosen": best, "layers": chosen.layers, "edited_parameters": chosen.num_edited, "output_dir": output_dir}
 
 

@@ -1,16 +1,16 @@
-"""Contrast data for the training-free baselines, and last-token activations of a frozen model.
+"""Contrast statements for the training-free baselines, and last-token activations of a frozen model.
 
-ITI and RepE both read a model's internal states on true and false statements
-"Q: {question} A: {answer}". This module turns TruthfulQA rows into questions with true and false
-answers, splits questions (never statements, so no question leaks across the split) into a fit
-part and a validation part, and collects the activation at the last token of each statement at
-a set of modules (the input of `o_proj` for ITI, a decoder layer's output for RepE).
+ITI and RepE both read a model's internal states on true and false statements: a task's prompt
+continued by an answer (`ContrastQuestion`, from `Task.contrasts`; TruthfulQA's are
+"Q: {question} A:" + " {answer}", ITI's format). This module lists the statements, splits
+questions (never statements, so no question leaks across the split) into a fit part and a
+validation part, and collects the activation at the last token of each statement at a set of
+modules (the input of `o_proj` for ITI, a decoder layer's output for RepE).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -18,40 +18,10 @@ from torch import nn
 
 from lofit.backbone import Backbone
 from lofit.data.collate import pad_right
-from lofit.tasks.truthfulqa import close_answer, split_answers
+from lofit.data.examples import ContrastQuestion
 
 Site = Literal["input", "output"]
-
-
-@dataclass(frozen=True)
-class ContrastQuestion:
-    """One question with answers known to be true and answers known to be false."""
-
-    question: str
-    true: tuple[str, ...]
-    false: tuple[str, ...]
-
-
-def statement(question: str, answer: str) -> str:
-    """The text whose activations are read: "Q: {question} A: {answer}" (ITI's format)."""
-    return f"Q: {question} A: {answer}"
-
-
-def truthfulqa_contrasts(rows: Iterable[Mapping[str, str]]) -> list[ContrastQuestion]:
-    """True = Best Answer + Correct Answers (deduplicated), false = Incorrect Answers, per TruthfulQA row.
-
-    Answers are `;`-split, stripped and closed with "." exactly as the MC evaluation formats them.
-    Rows with no true or no false answer are dropped.
-    """
-    questions = []
-    for row in rows:
-        best = close_answer(row["Best Answer"]) if row["Best Answer"].strip() else None
-        true = [best] if best else []
-        true += [answer for answer in split_answers(row["Correct Answers"]) if answer not in true]
-        false = split_answers(row["Incorrect Answers"])
-        if true and false:
-            questions.append(ContrastQuestion(row["Question"], tuple(true), tuple(false)))
-    return questions
+Statement = tuple[str, str]  # (prompt, continuation), encoded as `Backbone.encode_prompt` does
 
 
 def check_questions(questions: Sequence[ContrastQuestion], minimum: int = 2) -> None:
@@ -60,21 +30,21 @@ def check_questions(questions: Sequence[ContrastQuestion], minimum: int = 2) -> 
         raise ValueError(f"need at least {minimum} contrast questions (a fit and a validation part), got {len(questions)}")
     for index, item in enumerate(questions):
         if not item.true or not item.false:
-            raise ValueError(f"contrast question {index} ({item.question[:40]!r}) needs at least one true and one false answer")
+            raise ValueError(f"contrast question {index} ({item.prompt[:40]!r}) needs at least one true and one false answer")
 
 
-def labeled_statements(questions: Sequence[ContrastQuestion]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+def labeled_statements(questions: Sequence[ContrastQuestion]) -> tuple[list[Statement], torch.Tensor, torch.Tensor]:
     """All statements, their labels (1 = true) and the index of their question."""
-    texts: list[str] = []
+    statements: list[Statement] = []
     labels: list[int] = []
     groups: list[int] = []
     for index, item in enumerate(questions):
         for label, answers in ((1, item.true), (0, item.false)):
             for answer in answers:
-                texts.append(statement(item.question, answer))
+                statements.append(item.statement(answer))
                 labels.append(label)
                 groups.append(index)
-    return texts, torch.tensor(labels, dtype=torch.long), torch.tensor(groups, dtype=torch.long)
+    return statements, torch.tensor(labels, dtype=torch.long), torch.tensor(groups, dtype=torch.long)
 
 
 def split_questions(num_questions: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,19 +65,20 @@ def in_groups(groups: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
 
 def last_token_activations(
     backbone: Backbone,
-    texts: Sequence[str],
+    statements: Sequence[Statement],
     modules: Sequence[nn.Module],
     site: Site,
     batch_size: int = 16,
 ) -> torch.Tensor:
-    """Float32 CPU tensor (N, len(modules), dim): each module's input or output at each text's last token.
+    """Float32 CPU tensor (N, len(modules), dim): each module's input or output at each statement's last token.
 
     `input` reads the first positional argument seen by the module (after any pre-hooks already
     registered on it, e.g. an attached intervention); `output` reads its output (the first element
-    when it returns a tuple). Texts are encoded with the family's BOS rule and right-padded.
+    when it returns a tuple). Statements are encoded as task prompts with their continuation
+    (`Backbone.encode_prompt`: the family's BOS rule, the backbone's prompt format) and right-padded.
     """
-    if not texts:
-        raise ValueError("no texts to read activations from")
+    if not statements:
+        raise ValueError("no statements to read activations from")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if site not in ("input", "output"):
@@ -131,8 +102,8 @@ def last_token_activations(
     pad = backbone.tokenizer.pad_token_id
     chunks = []
     try:
-        for start in range(0, len(texts), batch_size):
-            ids = [backbone.encode(text) for text in texts[start : start + batch_size]]
+        for start in range(0, len(statements), batch_size):
+            ids = [backbone.encode_prompt(prompt, continuation) for prompt, continuation in statements[start : start + batch_size]]
             input_ids = pad_right(ids, pad).to(device)
             mask = pad_right([[1] * len(seq) for seq in ids], 0).to(device)
             last = torch.tensor([len(seq) - 1 for seq in ids])

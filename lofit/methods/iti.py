@@ -1,8 +1,8 @@
 """Inference-Time Intervention (Li et al. 2023) as a LoFiT offset-only head intervention.
 
 Training-free:
-1. read every head's output (the `o_proj` input, per head) at the last token of
-   "Q: {q} A: {answer}" for true and false answers;
+1. read every head's output (the `o_proj` input, per head) at the last token of each statement
+   (the task's prompt + answer, e.g. "Q: {q} A: {answer}") for true and false answers;
 2. fit one logistic-regression probe per head on the fit questions and score it by its accuracy
    on held-out validation questions;
 3. keep the K heads with the best validation accuracy (ties: (layer, head) order);
@@ -30,6 +30,7 @@ from lofit.families import o_projections
 from lofit.intervention import HeadIntervention
 from lofit.methods.contrast import (
     ContrastQuestion,
+    Statement,
     check_questions,
     in_groups,
     labeled_statements,
@@ -53,11 +54,11 @@ class ITIFit(NamedTuple):
     probe_accuracies: torch.Tensor  # (layers, heads), validation accuracy in [0, 1]
 
 
-def head_activations(backbone: Backbone, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
-    """(N, layers, heads, head_dim) head outputs at the last token of each text (float32, CPU)."""
+def head_activations(backbone: Backbone, statements: Sequence[Statement], batch_size: int = 16) -> torch.Tensor:
+    """(N, layers, heads, head_dim) head outputs at the last token of each statement (float32, CPU)."""
     g = backbone.geometry
-    acts = last_token_activations(backbone, texts, o_projections(backbone.model, backbone.family), "input", batch_size)
-    return acts.reshape(len(texts), g.num_layers, g.num_heads, g.head_dim)
+    acts = last_token_activations(backbone, statements, o_projections(backbone.model, backbone.family), "input", batch_size)
+    return acts.reshape(len(statements), g.num_layers, g.num_heads, g.head_dim)
 
 
 def probe_accuracies(
@@ -149,11 +150,11 @@ def probe_heads(
     """
     check_questions(questions)
     g = backbone.geometry
-    texts, labels, groups = labeled_statements(questions)
+    statements, labels, groups = labeled_statements(questions)
     fit_questions, _ = split_questions(len(questions), val_fraction, seed)
     fit_rows = in_groups(groups, fit_questions)
-    acts = head_activations(backbone, texts, batch_size)
-    flat = acts.reshape(len(texts), g.num_total_heads, g.head_dim)
+    acts = head_activations(backbone, statements, batch_size)
+    flat = acts.reshape(len(statements), g.num_total_heads, g.head_dim)
     accuracies = probe_accuracies(
         flat[fit_rows], labels[fit_rows], flat[~fit_rows], labels[~fit_rows], steps=probe_steps
     ).reshape(g.num_layers, g.num_heads)
@@ -186,7 +187,7 @@ def fit_iti(
     batch_size: int = 16,
     probe_steps: int = 300,
 ) -> ITIFit:
-    """Fit ITI on contrast questions (e.g. `truthfulqa_contrasts(task.rows("train"))`).
+    """Fit ITI on contrast questions (e.g. `task.contrasts("train")`).
 
     Args:
         backbone: the frozen model (nothing attached that should not be read).
@@ -211,7 +212,8 @@ def fit_iti(
 def save_iti(
     out_dir: str | Path, fit: ITIFit, backbone: Backbone, alpha: float, extra: dict | None = None
 ) -> Path:
-    """Write `out_dir/adapter/` (a lofit adapter: load with `lofit.adapter.load_adapter`) and
+    """Write `out_dir/adapter/` (a lofit adapter: load with `lofit.adapter.load_adapter`; it records
+    the backbone's prompt format, so `lofit serve` renders prompts as the probes read them) and
     `out_dir/probes.json` (every head's probe accuracy as a heads file, for the step-2 ablation)."""
     from lofit.adapter import save_adapter
 
@@ -225,6 +227,7 @@ def save_iti(
         head_scores=scores,
         model_type=backbone.model.config.model_type,
         extra={"method": "iti", "alpha": alpha, "top_k": len(heads), **(extra or {})},
+        prompt_format=backbone.prompt_format,
     )
     write_iti_heads(out_dir / PROBES_FILE, fit.probe_accuracies, backbone.name, backbone.geometry)
     return out_dir

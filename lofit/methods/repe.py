@@ -1,8 +1,9 @@
 """RepE reading vectors (Zou et al. 2023): steer the residual stream along a truth direction.
 
 Training-free:
-1. contrast pairs (true answer, false answer) of the same question, as statements
-   "Q: {q} A: {answer}"; questions are split into a fit part and a validation part;
+1. contrast pairs (true answer, false answer) of the same question, as statements (the task's
+   prompt + answer, e.g. "Q: {q} A: {answer}"); questions are split into a fit part and a
+   validation part;
 2. for every decoder layer, the residual stream (the layer's output) at the last token;
 3. per layer, the first principal component of the paired differences h(true) − h(false) of the
    fit pairs. As in RepE, each difference's sign is flipped for a (seeded, exactly balanced) half
@@ -36,10 +37,10 @@ from lofit.hooks import HookedEdit
 from lofit.io import atomic_path, read_json, write_json
 from lofit.methods.contrast import (
     ContrastQuestion,
+    Statement,
     check_questions,
     last_token_activations,
     split_questions,
-    statement,
 )
 from lofit.methods.registry import METHODS
 from lofit.training.heads import resolve_top_k
@@ -49,7 +50,7 @@ CONFIG_NAME = METHODS["repe"].edit.config_file
 STEERING_FORMAT = "lofit-steering"
 
 
-def contrast_pairs(questions: Sequence[ContrastQuestion]) -> tuple[list[str], list[str], torch.Tensor]:
+def contrast_pairs(questions: Sequence[ContrastQuestion]) -> tuple[list[Statement], list[Statement], torch.Tensor]:
     """True and false statements paired within each question, and each pair's question index.
 
     A question with t true and f false answers gives max(t, f) pairs: true[i mod t] with false[i mod f].
@@ -57,16 +58,16 @@ def contrast_pairs(questions: Sequence[ContrastQuestion]) -> tuple[list[str], li
     trues, falses, groups = [], [], []
     for index, item in enumerate(questions):
         for i in range(max(len(item.true), len(item.false))):
-            trues.append(statement(item.question, item.true[i % len(item.true)]))
-            falses.append(statement(item.question, item.false[i % len(item.false)]))
+            trues.append(item.statement(item.true[i % len(item.true)]))
+            falses.append(item.statement(item.false[i % len(item.false)]))
             groups.append(index)
     return trues, falses, torch.tensor(groups, dtype=torch.long)
 
 
-def layer_states(backbone: Backbone, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
-    """(N, layers, hidden) residual stream after each decoder layer at each text's last token."""
+def layer_states(backbone: Backbone, statements: Sequence[Statement], batch_size: int = 16) -> torch.Tensor:
+    """(N, layers, hidden) residual stream after each decoder layer at each statement's last token."""
     layers = decoder_layers(backbone.model, backbone.family)
-    return last_token_activations(backbone, texts, layers, "output", batch_size)
+    return last_token_activations(backbone, statements, layers, "output", batch_size)
 
 
 def reading_vectors(differences: torch.Tensor, seed: int = 42) -> torch.Tensor:
@@ -170,7 +171,7 @@ def fit_repe(
 
     Args:
         backbone: the frozen model.
-        questions: questions with true and false answers (e.g. `truthfulqa_contrasts(rows)`).
+        questions: questions with true and false answers (e.g. `task.contrasts("train")`).
         top_layers: steered layers, as a count or a fraction of all layers.
         alpha: steering strength in residual-stream units (directions are unit-norm); positive
             pushes towards "true", negative towards "false", 0 leaves the model unchanged.

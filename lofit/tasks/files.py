@@ -22,11 +22,12 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from lofit.data.examples import SPLITS, PreferenceExample, SFTExample, Split
+from lofit.data.examples import SPLITS, ContrastQuestion, PreferenceExample, SFTExample, Split
 from lofit.data.readers import RawDataError, read_csv_records, read_json_records, read_jsonl_records, read_parquet_records
 from lofit.data.templates import render, template_fields
+from lofit.errors import ConfigError
 from lofit.evaluation import first
-from lofit.tasks.base import Task
+from lofit.tasks.base import GenerationPrompts, Task
 
 if TYPE_CHECKING:
     from lofit.backbone import Backbone
@@ -292,6 +293,22 @@ class Files(Task):
             return [PreferenceExample(r.prompt, sep + r.chosen, sep + r.rejected) for r in self.rows(split)]
         return [SFTExample(r.prompt, sep + r.answers[0]) for r in self.rows(split)]
 
+    def contrasts(self, split: Split) -> list[ContrastQuestion]:
+        """ITI/RepE statements: the rendered template + separator + answer (the text this task trains
+        and scores); true = chosen, false = rejected (dpo), or the gold choice against the others
+        (multiple_choice)."""
+        if self.kind == "dpo":
+            return [ContrastQuestion(r.prompt, (r.chosen,), (r.rejected,), self.separator) for r in self.rows(split)]
+        if self.evaluation == "multiple_choice":
+            return [
+                ContrastQuestion(r.prompt, (r.choices[r.gold],), r.choices[: r.gold] + r.choices[r.gold + 1 :], self.separator)
+                for r in self.rows(split)
+            ]
+        raise ConfigError(
+            f"task 'files' (kind: {self.kind}, evaluation: {self.evaluation}) has no true/false answers: "
+            "ITI/RepE need kind: dpo or evaluation: multiple_choice"
+        )
+
     # --- evaluation ----------------------------------------------------------------------------
 
     def evaluate(
@@ -317,6 +334,10 @@ class Files(Task):
         items = [GenerationItem(r.prompt, answers) for r, answers in zip(rows, targets)]
         normalize = partial(normalized, lower=self.lower, strip=self.strip)
         return evaluate_exact_match(backbone, items, self.answer_parser(), normalize, out_dir, batch_size, self.max_new_tokens)
+
+    def generation_prompts(self, split: Split) -> GenerationPrompts:
+        """The rendered prompts, generated after as exact match does (max_new_tokens, first_line stop)."""
+        return GenerationPrompts([r.prompt for r in self.rows(split)], self.max_new_tokens, self.answer_parser().is_final)
 
     def answer_parser(self):
         """The exact-match parser; the first line is final once a line break follows text (so

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lofit.data.examples import SPLITS, PreferenceExample, Split
+from lofit.data.examples import SPLITS, ContrastQuestion, PreferenceExample, Split
 from lofit.data.readers import read_csv_records, read_text_file
 from lofit.evaluation import first
 from lofit.tasks.base import Task
@@ -49,6 +50,24 @@ def preference_pair(row: dict[str, str]) -> PreferenceExample:
     )
 
 
+def truthfulqa_contrasts(rows: Iterable[Mapping[str, str]]) -> list[ContrastQuestion]:
+    """ITI's statements "Q: {question} A:" + " " + answer; true = Best Answer + Correct Answers
+    (deduplicated), false = Incorrect Answers, per row.
+
+    Answers are `;`-split, stripped and closed with "." exactly as the MC evaluation formats them.
+    Rows with no true or no false answer are dropped.
+    """
+    questions = []
+    for row in rows:
+        best = close_answer(row["Best Answer"]) if row["Best Answer"].strip() else None
+        true = [best] if best else []
+        true += [answer for answer in split_answers(row["Correct Answers"]) if answer not in true]
+        false = split_answers(row["Incorrect Answers"])
+        if true and false:
+            questions.append(ContrastQuestion(training_prompt(row["Question"]), tuple(true), tuple(false)))
+    return questions
+
+
 def mc_question(row: dict[str, str], instruction: str, primer: str) -> TruthfulQAQuestion:
     """True answers = Best Answer first, then the Correct Answers not equal to it; false = Incorrect."""
     from lofit.evaluation.multiple_choice import TruthfulQAQuestion
@@ -66,6 +85,7 @@ class TruthfulQA(Task):
     name = "truthfulqa"
     loss = "dpo"
     primary_metric = "mc1"
+    search_metrics = ("mc1", "mc2")  # MC1 decides, MC2 breaks ties
 
     def __init__(self, data_dir: str | Path = "data/raw", fold: int = 0) -> None:
         if fold not in FOLDS:
@@ -97,6 +117,9 @@ class TruthfulQA(Task):
 
     def examples(self, split: Split) -> list[PreferenceExample]:
         return [preference_pair(row) for row in self.rows(split)]
+
+    def contrasts(self, split: Split) -> list[ContrastQuestion]:
+        return truthfulqa_contrasts(self.rows(split))
 
     def mc_questions(self, split: Split) -> list[TruthfulQAQuestion]:
         instruction, primer = self.prompt_text("instruction.txt"), self.prompt_text("qa_primer.txt")
