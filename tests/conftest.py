@@ -92,3 +92,12 @@ def tiny_backbone_factory(tokenizer):
 @pytest.fixture
 def tiny_backbone(tiny_backbone_factory) -> Backbone:
     return tiny_backbone_factory("llama")
+
+
+@pytest.fixture
+def tiny_folder(tiny_backbone, tmp_path):
+    """The tiny llama backbone saved as a model folder (for commands that load a model by path)."""
+    folder = tmp_path / "tiny"
+    tiny_backbone.model.save_pretrained(folder)
+    tiny_backbone.tokenizer.save_pretrained(folder)
+    return folder

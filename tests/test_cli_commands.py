@@ -18,14 +18,6 @@ from lofit.evaluation.open_ended import cut_answer, generate_answers
 
 
 @pytest.fixture
-def tiny_folder(tiny_backbone, tmp_path):
-    folder = tmp_path / "tiny"
-    tiny_backbone.model.save_pretrained(folder)
-    tiny_backbone.tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture
 def adapter_dir(tiny_backbone, tmp_path):
     intervention = HeadIntervention(tiny_backbone.geometry, ("offset",), heads=[(1, 2), (0, 1)], init_std=0.5,
                                     generator=torch.Generator().manual_seed(0))

@@ -20,14 +20,6 @@ from lofit.methods.repe import ResidualSteering, save_steering
 from lofit.methods.search import best_on_validation, grid
 
 
-@pytest.fixture
-def tiny_folder(tiny_backbone, tmp_path):
-    folder = tmp_path / "tiny"
-    tiny_backbone.model.save_pretrained(folder)
-    tiny_backbone.tokenizer.save_pretrained(folder)
-    return folder
-
-
 def run_cli(*argv: str) -> None:
     """Run `lofit ...` in-process (a failure raises SystemExit)."""
     main(list(argv))

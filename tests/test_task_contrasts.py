@@ -29,14 +29,6 @@ TRUTHFULQA_STATEMENTS = {
 }
 
 
-@pytest.fixture
-def tiny_folder(tiny_backbone, tmp_path):
-    folder = tmp_path / "tiny"
-    tiny_backbone.model.save_pretrained(folder)
-    tiny_backbone.tokenizer.save_pretrained(folder)
-    return folder
-
-
 def files_options(tmp_path, name: str) -> dict:
     if name == "dpo":
         return split_files(tmp_path, qa_rows(8), **DPO)
