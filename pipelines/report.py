@@ -24,6 +24,7 @@ from lofit.evaluation.stats import (  # noqa: E402
     RESAMPLES,
     SEED,
     bootstrap_mean_ci,
+    check_paired,
     mcnemar_exact_p,
     paired_bootstrap_ci,
     paired_bootstrap_p_value,
@@ -132,11 +133,10 @@ def paired_scores(base: Path, lofit: Path, metric: str) -> dict:
     unless both folders scored the same questions in the same order and their summaries agree."""
     folders = {"base": base, "lofit": lofit}
     rows = {method: read_predictions(folder / "predictions.jsonl") for method, folder in folders.items()}
-    if len(rows["base"]) != len(rows["lofit"]):
-        raise SystemExit(f"{base} vs {lofit}: cannot pair predictions: {len(rows['base'])} vs {len(rows['lofit'])} questions")
-    for index, (row_a, row_b) in enumerate(zip(rows["base"], rows["lofit"])):
-        if row_a["prompt"] != row_b["prompt"]:
-            raise SystemExit(f"{base} vs {lofit}: cannot pair predictions: question {index + 1} differs")
+    try:
+        check_paired(rows["base"], rows["lofit"])
+    except ValueError as err:
+        raise SystemExit(f"{base} vs {lofit}: {err}") from None
     if not all(metric in row or "correct" in row for method_rows in rows.values() for row in method_rows):
         # no per-example outcome (a `files` run scored by loss): the summaries' values, no interval
         return {"metric": metric, "num_examples": len(rows["base"]), "difference": None,

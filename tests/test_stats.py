@@ -11,11 +11,10 @@ from hypothesis import strategies as st
 
 from lofit.evaluation.stats import (
     bootstrap_mean_ci,
-    compare_paired,
+    check_paired,
     mcnemar_exact_p,
     paired_bootstrap_ci,
     paired_bootstrap_p_value,
-    paired_outcomes,
 )
 
 
@@ -77,18 +76,10 @@ def test_bootstrap_p_value_is_one_without_difference_and_small_with_a_clear_one(
     assert paired_bootstrap_p_value(a, better) == pytest.approx(1 / 10_001)
 
 
-def test_compare_paired_summarises_both_means_and_the_difference():
-    a, b = [True, False, False, True], [True, True, False, True]
-    result = compare_paired(a, b)
-    assert (result.n, result.mean_a, result.mean_b, result.difference) == (4, 0.5, 0.75, 0.25)
-    assert result.low <= result.difference <= result.high
-    assert result.mcnemar_p == 1.0
-
-
 def test_pairing_refuses_files_whose_questions_differ():
     rows = [{"prompt": "q1", "correct": True}, {"prompt": "q2", "correct": False}]
-    assert paired_outcomes(rows, rows[::-1][::-1]) == ([True, False], [True, False])
+    check_paired(rows, rows[::-1][::-1])
     with pytest.raises(ValueError, match=r"question 1 differs \('q1' vs 'q2'\)"):
-        paired_outcomes(rows, rows[::-1])
+        check_paired(rows, rows[::-1])
     with pytest.raises(ValueError, match="2 vs 1 questions"):
-        paired_outcomes(rows, rows[:1])
+        check_paired(rows, rows[:1])

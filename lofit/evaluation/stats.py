@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -92,42 +91,11 @@ def mcnemar_exact_p(a: Sequence[bool], b: Sequence[bool]) -> float:
     return min(1.0, 2 * tail)
 
 
-@dataclass(frozen=True)
-class PairedComparison:
-    """Two models' mean scores on the same questions and their difference (b − a) with its interval."""
-
-    n: int
-    mean_a: float
-    mean_b: float
-    difference: float
-    low: float
-    high: float
-    mcnemar_p: float
-
-
-def compare_paired(
-    a: Sequence[bool], b: Sequence[bool], confidence: float = 0.95, resamples: int = RESAMPLES, seed: int = SEED
-) -> PairedComparison:
-    """Means, paired difference b − a with its bootstrap interval, and McNemar's exact p."""
-    differences = _paired(a, b)
-    low, high = bootstrap_mean_ci(differences, confidence, resamples, seed)
-    return PairedComparison(
-        n=differences.size,
-        mean_a=float(np.mean(np.asarray(a, dtype=np.float64))),
-        mean_b=float(np.mean(np.asarray(b, dtype=np.float64))),
-        difference=float(differences.mean()),
-        low=low,
-        high=high,
-        mcnemar_p=mcnemar_exact_p(a, b),
-    )
-
-
-def paired_outcomes(rows_a: Sequence[dict], rows_b: Sequence[dict], key: str = "prompt", value: str = "correct") -> tuple[list[bool], list[bool]]:
-    """The `value` of each question in two predictions files, paired by `key`; refused (ValueError,
-    naming the first mismatch) unless both hold the same questions in the same order."""
+def check_paired(rows_a: Sequence[dict], rows_b: Sequence[dict], key: str = "prompt") -> None:
+    """Refuse (ValueError, naming the first mismatch) two predictions files unless both hold the
+    same questions (`key`) in the same order, so their per-question outcomes pair up."""
     if len(rows_a) != len(rows_b):
         raise ValueError(f"cannot pair predictions: {len(rows_a)} vs {len(rows_b)} questions")
     for index, (row_a, row_b) in enumerate(zip(rows_a, rows_b)):
         if row_a[key] != row_b[key]:
             raise ValueError(f"cannot pair predictions: question {index + 1} differs ({row_a[key]!r} vs {row_b[key]!r})")
-    return [bool(row[value]) for row in rows_a], [bool(row[value]) for row in rows_b]
