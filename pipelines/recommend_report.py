@@ -69,7 +69,7 @@ def build(rec: Study, root: Path = RUNS, resamples: int | None = None) -> dict[s
                                   "grid": infos[0]["choice"]["grid"],
                                   "trainable_parameters": infos[0]["trainable_parameters"]}
     comparisons = {size: claim(cells["lofit"][size], cells["lora"][size], size) for size in plan["train_sizes"]}
-    return {"plan": plan, "test_samples": len(labels), "positives": sum(labels), "base": base, "cells": cells,
+    return {"plan": plan, "plans": rec.settings["plans"], "test_samples": len(labels), "positives": sum(labels), "base": base, "cells": cells,
             "runs": runs, "comparisons": comparisons, "val_limit": rec.limit("val"), "test_limit": rec.limit("test")}
 
 
@@ -78,6 +78,19 @@ def parameters_of(results: dict[str, Any], method: str) -> int:
     if len(counts) != 1:
         raise SystemExit(f"{method}: trainable parameters differ across sizes: {sorted(counts)}")
     return counts.pop()
+
+
+def plan_lines(plan: dict[str, Any], plans: dict[str, dict[str, Any]]) -> list[str]:
+    """Which plan of `recommend.plans` this report ran, and what each other plan runs instead."""
+    def scope(p: dict[str, Any]) -> str:
+        splits = ", ".join(f"{'all' if p[f'{s}_limit'] is None else 'the first ' + str(p[f'{s}_limit'])} {s} samples"
+                           for s in ("val", "test"))
+        return f"sizes {p['train_sizes']}, seeds {p['seeds']}, lr grids at n = {p['grid_sizes']}, {splits}"
+    name = next((kind for kind, other in plans.items() if other == plan), "?")
+    others = [f"the `{kind}` plan runs {scope(other)}" for kind, other in plans.items() if other != plan]
+    return [f"Plan `{name}` of `recommend.plans` in params.yaml: {scope(plan)}"
+            + (f"; {'; '.join(others)}." if others else ".")
+            + " A size without its own grid takes the lr chosen at the nearest grid size (log scale)."]
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -102,6 +115,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"AUC recomputed per resample]. Each seed draws its own training set. The lr of each method is "
         f"chosen by AUC on {val} val samples. Equal epochs: LoRA and each LoFiT step. Seeds: "
         f"{plan['seeds']}.",
+        "",
+        *plan_lines(plan, results["plans"]),
         "",
         *lines,
         "",
