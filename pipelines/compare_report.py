@@ -12,6 +12,7 @@ The work is in `comparison/`: `load` (files → `Study`), `sections` (tables), `
 from __future__ import annotations
 
 import argparse
+import re
 
 from common import REPORTS, load_params
 from comparison import plots, sections
@@ -19,7 +20,33 @@ from comparison.load import Study, model_parameters, prefix_metrics
 
 from lofit.io import atomic_open, write_json
 
-__all__ = ["Study", "main", "prefix_metrics"]
+__all__ = ["Study", "main", "prefix_metrics", "summary"]
+
+# The two sentence forms of `comparison.protocol.claim`.
+BEATS = re.compile(r"^(?P<winner>.+?) beats (?P<loser>.+?) on (?P<where>.+?): (?P<first>\d+\.\d) vs (?P<second>\d+\.\d) ")
+TIE = re.compile(r"^(?P<other>.+?) vs (?P<reference>.+?) on (?P<where>.+?): not significant, "
+                 r"(?P<first>\d+\.\d) vs (?P<second>\d+\.\d) ")
+
+
+def summary(lines: list[str], reference: str = "LoFiT") -> list[str]:
+    """The report's paired-test sentences about `reference` against another method (the base model
+    left out), grouped into wins, losses and no significant difference, so a loss is read first."""
+    wins, losses, ties = [], [], []
+    for line in lines:
+        if match := BEATS.match(line):
+            winner, loser, where = match["winner"], match["loser"], match["where"]
+            if reference not in (winner, loser) or "base" in (winner, loser):
+                continue
+            other, group = (loser, wins) if winner == reference else (winner, losses)
+            group.append(f"{other} on {where} ({match['first']} vs {match['second']})")
+        elif (match := TIE.match(line)) and match["reference"] == reference and match["other"] != "base":
+            ties.append(f"{match['other']} on {match['where']} ({match['first']} vs {match['second']})")
+    if not wins + losses + ties:
+        return []
+    groups = ((f"{reference} beats", wins), (f"{reference} loses to", losses), ("no significant difference from", ties))
+    return ["## Summary", "", f"Every paired test below of {reference} against another method (p < 0.05; the base model "
+            "left out; scopes as in each section):", "",
+            *(f"- **{label}** ({len(items)}): " + ("; ".join(items) or "none") for label, items in groups)]
 
 
 def main() -> None:
@@ -53,8 +80,8 @@ def main() -> None:
         "(McNemar for one seed of right/wrong outcomes, else paired bootstrap) gives p < 0.05; otherwise the line says "
         "'not significant'.",
     ]
-    for section_lines, _ in parts.values():
-        lines += ["", *section_lines]
+    body = [line for section_lines, _ in parts.values() for line in ["", *section_lines]]
+    lines += ["", *summary(body), *body]
     with atomic_open(REPORTS / "comparison.md") as handle:
         handle.write("\n".join(lines) + "\n")
     write_json(REPORTS / "comparison.json", {key: data for key, (_, data) in parts.items() if data})

@@ -228,6 +228,38 @@ def test_tables_on_full_test_sets_with_claims_both_ways(report):
     assert "seeds [42, 43]" in text
 
 
+def test_summary_lists_losses_wins_and_ties_against_other_methods(report, compare_report):
+    text, _ = report
+    summary = text[text.index("## Summary"):text.index("## TruthfulQA")]
+    wins, losses, ties = (line for line in summary.splitlines() if line.startswith("- **"))
+    assert wins.startswith("- **LoFiT beats** (") and "ITI on tqa0 MC1 (70.0 vs 20.0)" in wins and "LoRA on mq EM (60.0 vs 20.0)" in wins
+    assert losses.startswith("- **LoFiT loses to** (") and "ITI on tqa1 MC1 (90.0 vs 40.0)" in losses
+    assert "ReFT on cl EM (80.0 vs 30.0)" in losses
+    assert "RepE on tqa0 MC1 (70.0 vs 70.0)" in ties and "RED on mq EM" in ties
+    assert "base" not in summary.split("left out")[1]
+    counts = [int(re.search(r"\((\d+)\): ", line).group(1)) for line in (wins, losses, ties)]
+    claims = [line for line in text.splitlines() if re.match(r"\S.* on .*: (not significant, )?\d", line)]
+    about_others = [line for line in claims if re.match(r"^(LoFiT (beats|vs) (?!base)|(?!base ).+ (beats|vs) LoFiT on)", line)]
+    assert sum(counts) == len(about_others)
+
+
+def test_summary_reads_the_claim_sentences_it_is_given(compare_report, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "pipelines"))
+    from comparison.protocol import Cell, claim
+
+    def cell(hits: int) -> Cell:
+        outcomes = tuple(float(i < hits) for i in range(100))
+        return Cell(mean=hits / 100, sd=None, n=1, low=0.0, high=1.0, outcomes=outcomes, binary=True)
+
+    lines = [claim("LoRA", cell(60), "LoFiT", cell(20), "mq EM"), claim("RED", cell(21), "LoFiT", cell(20), "mq EM"),
+             claim("LoFiT", cell(50), "base", cell(0), "mq EM"), claim("ITI", cell(10), "LoFiT", cell(40), "tqa MC1")]
+    text = "\n".join(compare_report.summary(lines))
+    assert "- **LoFiT beats** (1): ITI on tqa MC1 (40.0 vs 10.0)" in text
+    assert "- **LoFiT loses to** (1): LoRA on mq EM (60.0 vs 20.0)" in text
+    assert "- **no significant difference from** (1): RED on mq EM (21.0 vs 20.0)" in text
+    assert compare_report.summary([lines[2]]) == []
+
+
 def test_lr_grids_print_val_scores_and_choice(report):
     text, _ = report
     assert "Validation lr grid of LoFiT on tqa0 (✓ = chosen; val in %):" in text
