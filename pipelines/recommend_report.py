@@ -36,14 +36,16 @@ def read_run(folder: Path) -> tuple[list[tuple[int, int]], list[bool], list[floa
             [float(row["p_yes"]) for row in rows], info)
 
 
-def claim(lofit: AUCCell, lora: AUCCell, size: int) -> tuple[float, str]:
-    """The paired p of LoFiT vs LoRA at `size` and the sentence the report may write."""
-    p = paired_auc_p(lofit, lora)
-    numbers = f"AUC {100 * lofit.mean:.1f} vs {100 * lora.mean:.1f} (paired bootstrap p = {p:.3g})"
+def claim(first: str, first_cell: AUCCell, second: str, second_cell: AUCCell, size: int) -> tuple[float, str]:
+    """The paired p of `first` vs `second` at `size` and the sentence the report may write."""
+    p = paired_auc_p(first_cell, second_cell)
+    numbers = f"AUC {100 * first_cell.mean:.1f} vs {100 * second_cell.mean:.1f} (paired bootstrap p = {p:.3g})"
     if p >= ALPHA:
-        return p, f"LoFiT vs LoRA at {size} samples: not significant, {numbers}"
-    winner, loser = ("LoFiT", "LoRA") if lofit.mean > lora.mean else ("LoRA", "LoFiT")
-    return p, f"{winner} beats {loser} at {size} samples: {numbers}"
+        return p, f"{first} vs {second} at {size} samples: not significant, {numbers}"
+    if first_cell.mean > second_cell.mean:
+        return p, f"{first} beats {second} at {size} samples: {numbers}"
+    numbers = f"AUC {100 * second_cell.mean:.1f} vs {100 * first_cell.mean:.1f} (paired bootstrap p = {p:.3g})"
+    return p, f"{second} beats {first} at {size} samples: {numbers}"
 
 
 def build(rec: Study, root: Path = RUNS, resamples: int | None = None) -> dict[str, Any]:
@@ -68,9 +70,11 @@ def build(rec: Study, root: Path = RUNS, resamples: int | None = None) -> dict[s
             runs[method][size] = {"lr": infos[0]["choice"]["lr"], "grid_size": infos[0]["choice"]["grid_size"],
                                   "grid": infos[0]["choice"]["grid"],
                                   "trainable_parameters": infos[0]["trainable_parameters"]}
-    comparisons = {size: claim(cells["lofit"][size], cells["lora"][size], size) for size in plan["train_sizes"]}
+    comparisons = {size: claim("LoFiT", cells["lofit"][size], "LoRA", cells["lora"][size], size) for size in plan["train_sizes"]}
+    versus_base = {method: {size: claim(NAMES[method], cells[method][size], NAMES[BASE], base, size)
+                            for size in plan["train_sizes"]} for method in TRAINED}
     return {"plan": plan, "plans": rec.settings["plans"], "test_samples": len(labels), "positives": sum(labels), "base": base, "cells": cells,
-            "runs": runs, "comparisons": comparisons, "val_limit": rec.limit("val"), "test_limit": rec.limit("test")}
+            "runs": runs, "comparisons": comparisons, "versus_base": versus_base, "val_limit": rec.limit("val"), "test_limit": rec.limit("test")}
 
 
 def parameters_of(results: dict[str, Any], method: str) -> int:
@@ -126,6 +130,10 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *[f"- {sentence}" for _, sentence in results["comparisons"].values()],
         "",
+        "## Against the zero-shot model (the same paired bootstrap)",
+        "",
+        *[f"- {sentence}" for by_size in results["versus_base"].values() for _, sentence in by_size.values()],
+        "",
         "## Learning rates (val AUC % per grid value)",
         "",
         *lrs,
@@ -147,6 +155,8 @@ def to_json(results: dict[str, Any]) -> dict[str, Any]:
                     for method in TRAINED},
         "lofit_vs_lora": {str(size): {"p": round(p, 4), "claim": sentence}
                           for size, (p, sentence) in results["comparisons"].items()},
+        "versus_base": {method: {str(size): {"p": round(p, 4), "claim": sentence} for size, (p, sentence) in by_size.items()}
+                        for method, by_size in results["versus_base"].items()},
     }
 
 

@@ -154,9 +154,13 @@ def test_report_has_an_interval_in_every_cell_and_claims_only_when_significant(t
     claims = metrics["lofit_vs_lora"]
     assert claims["16"]["p"] >= 0.05 and "not significant" in claims["16"]["claim"]  # no signal at n = 16
     assert claims["256"]["p"] < 0.05 and claims["256"]["claim"].startswith("LoFiT beats LoRA at 256 samples")
+    versus_base = metrics["versus_base"]
+    assert versus_base["lofit"]["256"]["claim"].startswith("LoFiT beats base (zero-shot) at 256 samples")
+    assert "not significant" in versus_base["lora"]["64"]["claim"] and versus_base["lora"]["64"]["p"] >= 0.05
     text = (out / "recommendation.md").read_text()
     assert text.count("(n=2) [") == 6 and text.count("(n=1) [") == 3  # 2 methods x 3 sizes, base in each column
     assert "first 1000 test samples" in text and "1,728" in text
+    assert "## Against the zero-shot model" in text and "LoFiT beats base (zero-shot) at 256 samples" in text
     assert "Plan `cpu` of `recommend.plans`" in text and "the `gpu` plan runs sizes [16, 64, 256], seeds [42, 43, 44]" in text
     assert (out / "recommendation" / "auc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
