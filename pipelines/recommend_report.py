@@ -37,15 +37,15 @@ def read_run(folder: Path) -> tuple[list[tuple[int, int]], list[bool], list[floa
 
 
 def claim(first: str, first_cell: AUCCell, second: str, second_cell: AUCCell, size: int) -> tuple[float, str]:
-    """The paired p of `first` vs `second` at `size` and the sentence the report may write."""
+    """The paired p of `first` vs `second` at `size` and the sentence the report may write (a
+    significant winner is named first, with its AUC first)."""
     p = paired_auc_p(first_cell, second_cell)
+    if p < ALPHA and first_cell.mean <= second_cell.mean:
+        (first, first_cell), (second, second_cell) = (second, second_cell), (first, first_cell)
     numbers = f"AUC {100 * first_cell.mean:.1f} vs {100 * second_cell.mean:.1f} (paired bootstrap p = {p:.3g})"
     if p >= ALPHA:
         return p, f"{first} vs {second} at {size} samples: not significant, {numbers}"
-    if first_cell.mean > second_cell.mean:
-        return p, f"{first} beats {second} at {size} samples: {numbers}"
-    numbers = f"AUC {100 * second_cell.mean:.1f} vs {100 * first_cell.mean:.1f} (paired bootstrap p = {p:.3g})"
-    return p, f"{second} beats {first} at {size} samples: {numbers}"
+    return p, f"{first} beats {second} at {size} samples: {numbers}"
 
 
 def build(rec: Study, root: Path = RUNS, resamples: int | None = None) -> dict[str, Any]:

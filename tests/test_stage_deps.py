@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DVC_FILES = ["dvc.yaml", "compare/dvc.yaml", "recommend/dvc.yaml"]
 HUBS = {"lofit/cli.py"}
 SCRIPT = re.compile(r"\bpython (pipelines/\S+\.py)")
+DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
 def resolve(module: str, root: Path) -> Path | None:
@@ -55,10 +56,10 @@ def _imports(nodes) -> list[tuple[str, str | None]]:
 def _hub_nodes(tree: ast.Module, names: frozenset[str]) -> list[ast.AST]:
     """A hub's module-level statements, plus the bodies of `names` and of every top-level
     function those bodies name (transitively)."""
-    functions = {s.name: s for s in tree.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    functions = {s.name: s for s in tree.body if isinstance(s, DEFINITIONS)}
     nodes: list[ast.AST] = []
     for statement in tree.body:
-        if not isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        if not isinstance(statement, DEFINITIONS):
             nodes += list(ast.walk(statement))
     todo, done = [n for n in names if n in functions], set()
     while todo:
