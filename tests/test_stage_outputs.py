@@ -8,6 +8,7 @@ not hide them, or a clone would rerun finished stages (or lose a part-run study)
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,17 @@ def test_gitignore_does_not_hide_the_comparison_outputs():
     assert hidden == []
     checkpoint = "compare/runs/mquake/lora-s42/train/checkpoints/last.ckpt"
     assert subprocess.run(["git", "check-ignore", "-q", checkpoint], cwd=ROOT).returncode == 0
+
+
+def test_dvc_ignores_what_git_does_not_keep():
+    """A fresh clone has only what git keeps; DVC must hash the stage folders without the rest
+    (checkpoints, the main runs' hparams.yaml), or a clone sees every finished stage as changed."""
+    dropped = ["runs/mquake/tune/checkpoints/last.ckpt", "runs/mquake/select/logs/hparams.yaml",
+               "compare/runs/mquake/lora-s42/train/checkpoints/best.ckpt", "compare/runs/mquake/grid-lofit/lr0.03/epoch=1.ckpt"]
+    kept = ["runs/mquake/tune/metrics.json", "runs/mquake/tune/logs/metrics.csv", "runs/mquake/select/heads.json",
+            "compare/runs/mquake/grid-lofit/lr0.03/logs/hparams.yaml", "compare/runs/mquake/lora-s42/summary.json"]
+    dvc = Path(sys.executable).parent / "dvc"
+    for path in dropped + kept:
+        by_git = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0
+        by_dvc = subprocess.run([str(dvc), "check-ignore", "-q", path], cwd=ROOT).returncode == 0
+        assert by_git == by_dvc == (path in dropped), (path, by_git, by_dvc)
