@@ -90,7 +90,8 @@ def plans() -> tuple[dict, dict]:
         "data_efficiency": {"runs": ["mq"], "train_size": [2, 4], "methods": ["lofit", "lora"]},
         "ood": {"methods": ["iti"]},
     }
-    gpu = {**copy.deepcopy(cpu), "seeds": [42, 43, 44], "k_sweep": {"runs": ["mq", "cl"], "top_k": [1, 0.5]}}
+    gpu = {**copy.deepcopy(cpu), "seeds": [42, 43, 44], "k_sweep": {"runs": ["mq", "cl"], "top_k": [1, 0.5, 0.25]},
+           "data_efficiency": {"runs": ["mq"], "train_size": [2, 3, 4], "methods": ["lofit", "lora"]}}
     return cpu, gpu
 
 
@@ -303,6 +304,8 @@ def test_captions_say_what_the_cpu_plan_leaves_out(report):
     text, _ = report
     assert "This is the CPU plan: the GPU plan (`compare.plan: *gpu_plan`) runs seeds [42, 43, 44]" in text
     assert "The CPU plan leaves out the K sweep on cl (GPU plan only)." in text
+    assert "✓ = chosen. The CPU plan leaves out top_k 0.25 (GPU plan only)." in text
+    assert "The CPU plan leaves out n = 3 (GPU plan only)." in text
 
 
 def test_frontier_has_a_point_per_method_and_k(report, repo):
@@ -345,6 +348,18 @@ def test_full_data_point_is_the_main_runs_training_set(profile, expected, tmp_pa
         "compare": {"eval_limit": {"cpu": None}, "plans": {"cpu": plan}, "plan": plan},
     }
     assert compare_report.Study(params).train_examples("mq") == expected
+
+
+def test_a_plan_without_ood_baselines_says_where_the_ood_rows_are(repo, compare_report):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["compare"]["plans"]["cpu"]["ood"]["methods"] = []
+    params["compare"]["plan"] = params["compare"]["plans"]["cpu"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    compare_report.main()
+    text = (repo / "reports/comparison.md").read_text()
+    assert ("Not configured (compare.plan.ood.methods is empty). The CPU plan leaves out the OOD rows of iti "
+            "(GPU plan only). Base and LoFiT out of domain: reports/results.md.") in text
+    assert "ood" not in json.loads((repo / "reports/comparison.json").read_text())
 
 
 def test_unconfigured_section_has_no_plot(repo, compare_report):

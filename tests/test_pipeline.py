@@ -239,6 +239,23 @@ def test_comparison_pipeline_runs_every_baseline_and_ablation(pipeline_repo):
     assert ran_stages(dvc(repo, "repro", "compare/dvc.yaml")) == set()
 
 
+def test_trimming_the_comparison_plan_reruns_only_the_report(pipeline_repo):
+    """Each stage lists only the plan entries it reads: dropping a seed, a sweep point or a method
+    from a plan removes those stages and leaves every finished one valid."""
+    repo, _ = pipeline_repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    plan = params["compare"]["plan"]  # the same object as plans.cpu and plans.gpu (one anchor)
+    assert plan is params["compare"]["plans"]["cpu"]
+    plan["seeds"] = [42]
+    plan["k_sweep"]["top_k"] = [1]
+    plan["data_efficiency"]["methods"] = ["lofit"]
+    plan["iti_heads"]["runs"] = []
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran_stages(dvc(repo, "repro", "compare/dvc.yaml")) == {"compare_report"}
+    report = (repo / "reports" / "comparison.md").read_text()
+    assert "(n=2)" not in report, "the dropped seed's folders must not be read"
+
+
 @pytest.mark.parametrize("run,task", [("truthfulqa_fold0", "truthfulqa"), ("mquake", "mquake"), ("clutrr", "clutrr")])
 def test_prefix_rescoring_of_all_rows_equals_the_evaluators_summary(pipeline_repo, run, task, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "pipelines"))

@@ -95,11 +95,15 @@ class Study:
     def configured(self, section: str) -> list[str]:
         return list((self.compare.get(section) or {}).get("runs") or [])
 
-    def left_out(self, section: str, what: str = "") -> str:
-        """The runs of `section` that the GPU plan has and the active plan lacks, as a caption sentence ('' if none)."""
-        gpu = self.params["compare"]["plans"].get("gpu") or {}
-        missing = [run for run in (gpu.get(section) or {}).get("runs") or [] if run not in self.configured(section)]
-        return f" The CPU plan leaves out {what or section} on {', '.join(missing)} (GPU plan only)." if missing else ""
+    def left_out(self, section: str, what: str = "", key: str = "runs") -> str:
+        """The values of `section.key` (its runs, sweep points, sizes or methods) that the GPU plan has and
+        the active plan lacks, as a caption sentence ('' if none)."""
+        gpu = (self.params["compare"]["plans"].get("gpu") or {}).get(section) or {}
+        active = (self.compare.get(section) or {}).get(key) or []
+        missing = ", ".join(str(value) for value in gpu.get(key) or [] if value not in active)
+        if not missing:
+            return ""
+        return f" The CPU plan leaves out {what or section} {'on ' if key == 'runs' else ''}{missing} (GPU plan only)."
 
     def plan_note(self) -> str:
         """Seeds and grid sizes of the active plan against the GPU plan, for the report's header."""

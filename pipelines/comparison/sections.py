@@ -126,7 +126,8 @@ def ood_section(study: Study) -> Section:
     title = "## Out of domain (Table 5)"
     methods = list((study.compare.get("ood") or {}).get("methods") or [])
     if not methods:
-        return not_configured(title, "compare.plan.ood.methods is")
+        return not_configured(title, "compare.plan.ood.methods is", study.left_out("ood", "the OOD rows of", "methods")
+                              + " Base and LoFiT out of domain: reports/results.md.")
     rows: dict[str, dict[str, Result]] = {"base": {}, "LoFiT": {}, **{LABELS[m]: {} for m in methods}}
     seed, counts = study.params["seed"], []
     for task in OOD_TASKS:
@@ -206,7 +207,8 @@ def k_sweep_section(study: Study) -> Section:
         val = {row["value"]: row[metric] for row in val_rows}
         lines += ["", f"{run}: {METRICS[metric]} (%) by K on {study.scope([run])}, LoFiT step 2 at its lr chosen on val "
                       f"({study.grid(run, 'lofit')[0]}), seeds {study.ablation_seeds}; K chosen on val (seed "
-                      f"{study.main_seed_of_ablations()}) among these settings, ✓ = chosen.", ""]
+                      f"{study.main_seed_of_ablations()}) among these settings, ✓ = chosen."
+                      + study.left_out("k_sweep", "top_k", "top_k"), ""]
         lines += table(["", "setting", "heads", f"val {METRICS[metric]}", f"test {METRICS[metric]}"],
                        [["✓" if n == chosen else "", names.get(n, f"top_k={n[1:]}"), h,
                          f"{100 * val[n]:.1f}" if n in val else "—", s] for n, (h, s) in ordered])
@@ -241,7 +243,8 @@ def data_efficiency_section(study: Study) -> Section:
                   "LoFiT below full runs both steps on the first n examples")
         lines += ["", f"{run}: {METRICS[metric]} (%) by number of training examples on {study.scope([run])}; {source}; "
                       f"each method at its lr chosen on val, seeds {study.ablation_seeds}."
-                      + study.left_out("data_efficiency", "data efficiency"), ""]
+                      + study.left_out("data_efficiency", "data efficiency")
+                      + study.left_out("data_efficiency", "n =", "train_size"), ""]
         lines += table(["method", *(f"n={n}" + (" (full)" if n == full else "") for n in sizes)],
                        [[m, *(curve.get(n) for n in sizes)] for m, curve in curves.items()])
         notes = [line for n in sizes for line in beats("LoFiT", curves.get("LoFiT", {}).get(n), {
