@@ -350,25 +350,25 @@ def test_full_data_point_is_the_main_runs_training_set(profile, expected, tmp_pa
     assert compare_report.Study(params).train_examples("mq") == expected
 
 
-def test_a_plan_without_ood_baselines_says_where_the_ood_rows_are(repo, compare_report):
+def report_without(repo: Path, compare_report, section: str, key: str) -> str:
+    """comparison.md after emptying `key` of the CPU plan's `section` (the GPU plan keeps it)."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["compare"]["plans"]["cpu"]["ood"]["methods"] = []
+    params["compare"]["plans"]["cpu"][section][key] = []
     params["compare"]["plan"] = params["compare"]["plans"]["cpu"]
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     compare_report.main()
-    text = (repo / "reports/comparison.md").read_text()
+    return (repo / "reports/comparison.md").read_text()
+
+
+def test_a_plan_without_ood_baselines_says_where_the_ood_rows_are(repo, compare_report):
+    text = report_without(repo, compare_report, "ood", "methods")
     assert ("Not configured (compare.plan.ood.methods is empty). The CPU plan leaves out the OOD rows of iti "
             "(GPU plan only). Base and LoFiT out of domain: reports/results.md.") in text
     assert "ood" not in json.loads((repo / "reports/comparison.json").read_text())
 
 
 def test_unconfigured_section_has_no_plot(repo, compare_report):
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["compare"]["plans"]["cpu"]["data_efficiency"]["runs"] = []
-    params["compare"]["plan"] = params["compare"]["plans"]["cpu"]
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    compare_report.main()
-    text = (repo / "reports/comparison.md").read_text()
+    text = report_without(repo, compare_report, "data_efficiency", "runs")
     assert "Not configured (compare.plan.data_efficiency.runs is empty). The CPU plan leaves out data efficiency on mq" in text
     assert not (repo / "reports/comparison/data_efficiency.png").exists()
     assert "data_efficiency" not in json.loads((repo / "reports/comparison.json").read_text())
