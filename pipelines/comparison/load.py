@@ -92,14 +92,15 @@ class Study:
             raise SystemExit("params.yaml: compare.plan.seeds and compare.plan.ablation_seeds must not be empty")
         self._main: dict[tuple[str, bool], tuple[Result, Result]] = {}
 
-    def configured(self, section: str) -> list[str]:
-        return list((self.compare.get(section) or {}).get("runs") or [])
+    def configured(self, section: str, key: str = "runs") -> list:
+        """The active plan's `section.key` list (its runs by default; [] when the plan has none)."""
+        return list((self.compare.get(section) or {}).get(key) or [])
 
     def left_out(self, section: str, what: str = "", key: str = "runs") -> str:
         """The values of `section.key` (its runs, sweep points, sizes or methods) that the GPU plan has and
         the active plan lacks, as a caption sentence ('' if none)."""
         gpu = (self.params["compare"]["plans"].get("gpu") or {}).get(section) or {}
-        active = (self.compare.get(section) or {}).get(key) or []
+        active = self.configured(section, key)
         missing = ", ".join(str(value) for value in gpu.get(key) or [] if value not in active)
         if not missing:
             return ""

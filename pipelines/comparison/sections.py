@@ -124,7 +124,7 @@ def peft_section(study: Study, total: int | None) -> Section:
 
 def ood_section(study: Study) -> Section:
     title = "## Out of domain (Table 5)"
-    methods = list((study.compare.get("ood") or {}).get("methods") or [])
+    methods = study.configured("ood", "methods")
     if not methods:
         return not_configured(title, "compare.plan.ood.methods is", study.left_out("ood", "the OOD rows of", "methods")
                               + " Base and LoFiT out of domain: reports/results.md.")
